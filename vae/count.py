@@ -1,0 +1,175 @@
+"""The counting pipeline behind ``calculate_kmer_frequencies``: FASTA files -> k-mer matrix + IDs.
+
+The main thread reads (and decompresses) blocks of whole records; worker
+threads parse and count them in compiled code that releases the GIL; rows are
+written in input order to a temporary file beside the output, renamed into
+place when complete. At most ``2 * threads`` blocks are in flight, so memory
+does not grow with the input.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .fasta import BLOCK_SIZE, iter_blocks, parse_block
+from .kmers import N_COLUMNS, profiles
+from .matrix import FLOAT16_MAX, NpyStreamWriter, atomic_text, check_output_dir
+
+
+@dataclass
+class CountOptions:
+    """What to count and how (the command-line options of ``calculate_kmer_frequencies``)."""
+
+    min_length: int = 0
+    chop: int = 0
+    keep_full: bool = False
+    threads: int = 0
+    dtype: str = "float32"
+    block_size: int = BLOCK_SIZE
+
+
+@dataclass
+class CountStats:
+    """What the run saw; printed as the one-line summary."""
+
+    records: int = 0
+    rows: int = 0
+    bases: int = 0
+    input_bytes: int = 0
+    skipped_short: int = 0
+    empty_records: int = 0  # no A/C/G/T base at all (no sequence, or only N): a zero row
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        mbps = self.bases / 1e6 / self.seconds if self.seconds > 0 else 0.0
+        parts = [
+            f"{self.records:,} sequences",
+            f"{self.rows:,} rows",
+            f"{self.bases / 1e6:,.1f} Mbp",
+            f"{self.seconds:.1f} s ({mbps:,.0f} Mbp/s)",
+        ]
+        if self.skipped_short:
+            parts.append(f"{self.skipped_short:,} shorter than --min-length skipped")
+        if self.empty_records:
+            parts.append(f"{self.empty_records:,} with no A/C/G/T base (zero rows)")
+        return ", ".join(parts)
+
+
+def chop_pieces(length: int, chop: int) -> list[tuple[int, int]]:
+    """floor(length/chop) equal pieces of a sequence, each >= chop (empty list when shorter than chop)."""
+    n = length // chop
+    if n == 0:
+        return []
+    bounds = [(i * length) // n for i in range(n + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(n)]
+
+
+@dataclass
+class _BlockResult:
+    ids: list[str]
+    rows: np.ndarray
+    records: int
+    skipped_short: int
+    bases: int
+    empty_records: int
+    input_bytes: int
+
+
+def _count_block(buf: bytes, name: str, opts: CountOptions) -> _BlockResult:
+    block = parse_block(buf, name)
+    valid = np.concatenate([[0], np.cumsum(block.codes < 4, dtype=np.int64)])
+    record_bases = valid[block.seq_end] - valid[block.seq_start]
+    starts: list[int] = []
+    stops: list[int] = []
+    row_ids: list[str] = []
+    skipped = bases = empty = 0
+    for rid, s, e, nb in zip(block.ids(), block.seq_start.tolist(), block.seq_end.tolist(), record_bases.tolist()):
+        if e - s < opts.min_length:
+            skipped += 1
+            continue
+        bases += nb
+        empty += nb == 0
+        pieces = chop_pieces(e - s, opts.chop) if opts.chop else []
+        if not pieces or opts.keep_full:
+            starts.append(s)
+            stops.append(e)
+            row_ids.append(rid)
+        for p, (a, b) in enumerate(pieces, 1):
+            starts.append(s + a)
+            stops.append(s + b)
+            row_ids.append(f"{rid}.{p}")
+    rows = profiles(block.codes, np.array(starts, dtype=np.int64), np.array(stops, dtype=np.int64))
+    if opts.dtype == "float16":
+        # float16 tops out at 65504: the length column saturates there rather than becoming inf.
+        np.minimum(rows[:, 0], FLOAT16_MAX, out=rows[:, 0])
+        rows = rows.astype(np.float16)
+    return _BlockResult(row_ids, rows, len(block), skipped, bases, empty, len(buf))
+
+
+def count_files(
+    inputs: Sequence[str],
+    ids_path: str,
+    matrix_path: str,
+    opts: CountOptions,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> CountStats:
+    """Count every input in order into ``matrix_path`` (N, 2773) and ``ids_path``; returns stats."""
+    if opts.dtype not in ("float32", "float16"):
+        raise InputError(f"--dtype must be float32 or float16, not {opts.dtype}")
+    if opts.chop < 0 or opts.min_length < 0:
+        raise InputError("--chop and --min-length must be >= 0")
+    if opts.keep_full and not opts.chop:
+        raise InputError("--keep-full only makes sense with --chop")
+    if sum(1 for p in inputs if p == "-") > 1:
+        raise InputError("stdin ('-') can be given only once")
+    for p in inputs:
+        if p != "-" and not os.path.exists(p):
+            raise InputError(f"{p}: no such file")
+    check_output_dir(matrix_path)
+    check_output_dir(ids_path)
+    threads = opts.threads or os.cpu_count() or 1
+    stats = CountStats(files=list(inputs))
+    t0 = time.perf_counter()
+    dtype = np.dtype(opts.dtype)
+    with NpyStreamWriter(matrix_path, N_COLUMNS, dtype) as writer, atomic_text(ids_path) as id_fh, \
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="count") as pool:
+        pending: deque = deque()
+
+        def drain(limit: int) -> None:
+            while len(pending) > limit:
+                r: _BlockResult = pending.popleft().result()
+                writer.write(r.rows)
+                id_fh.writelines(i + "\n" for i in r.ids)
+                stats.records += r.records
+                stats.rows += len(r.ids)
+                stats.skipped_short += r.skipped_short
+                stats.bases += r.bases
+                stats.empty_records += r.empty_records
+                stats.input_bytes += r.input_bytes
+                if progress is not None:
+                    progress(r.records, r.bases, r.input_bytes)
+
+        try:
+            for path in inputs:
+                name = "stdin" if path == "-" else path
+                for buf in iter_blocks(path, opts.block_size):
+                    pending.append(pool.submit(_count_block, buf, name, opts))
+                    drain(2 * threads)
+            drain(0)
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+        if stats.rows == 0:
+            raise InputError("no sequences were counted (all inputs empty or shorter than --min-length)")
+        writer.commit()
+    stats.seconds = time.perf_counter() - t0
+    return stats

@@ -1,0 +1,237 @@
+"""The k-mer matrix format: `.npy` I/O, ID files, atomic output, concatenation and out-of-core shuffle.
+
+A matrix is a 2-D `.npy` (float32, or float16 where a command allows it) whose
+row i belongs to line i of its IDs file. Everything here streams: rows are
+read through memmaps and written in bounded chunks, never held whole in RAM.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .kmers import N_COLUMNS
+
+# A fixed 128-byte .npy v1.0 header: room for any 2-D shape, so it can be
+# written last, once the number of rows is known, without moving the data.
+_HEADER_LEN = 128
+ALLOWED_DTYPES = ("float32", "float16")
+#: Largest finite float16: in float16 matrices the length column saturates here.
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    d = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (np.dtype(dtype).str, tuple(shape))
+    body = d.encode("latin1")
+    pad = _HEADER_LEN - 10 - len(body) - 1
+    if pad < 0:
+        raise ValueError("shape too large for the fixed header")
+    return b"\x93NUMPY\x01\x00" + (_HEADER_LEN - 10).to_bytes(2, "little") + body + b" " * pad + b"\n"
+
+
+def temp_path_for(path: str) -> str:
+    """A hidden temporary name beside ``path`` (same filesystem, so the final rename is atomic)."""
+    d, base = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{base}.tmp-{os.getpid()}")
+
+
+def check_output_dir(path: str) -> None:
+    """Fail early and clearly when the folder of an output path is missing or not writable."""
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise InputError(f"output folder {d} does not exist")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {d} is not writable")
+
+
+class NpyStreamWriter:
+    """Append rows to a `.npy` under a temporary name; :meth:`commit` renames it into place.
+
+    Use as a context manager: leaving the block by an exception (including
+    KeyboardInterrupt) removes the temporary file, so no finished-looking
+    output is ever left behind.
+    """
+
+    def __init__(self, path: str, n_cols: int, dtype: str | np.dtype = np.float32):
+        self.path = path
+        self.n_cols = n_cols
+        self.dtype = np.dtype(dtype)
+        self.rows = 0
+        self.tmp = temp_path_for(path)
+        self._fh = open(self.tmp, "wb")
+        self._fh.write(b"\0" * _HEADER_LEN)
+
+    def write(self, rows: np.ndarray) -> None:
+        if rows.ndim != 2 or rows.shape[1] != self.n_cols:
+            raise ValueError(f"rows of shape {rows.shape} do not fit {self.n_cols} columns")
+        self._fh.write(np.ascontiguousarray(rows, dtype=self.dtype).data)
+        self.rows += rows.shape[0]
+
+    def commit(self) -> None:
+        self._fh.seek(0)
+        self._fh.write(_npy_header((self.rows, self.n_cols), self.dtype))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._fh.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+
+    def __enter__(self) -> "NpyStreamWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+@contextmanager
+def atomic_text(path: str) -> Iterator:
+    """Write a text file under a temporary name and rename it into place on success."""
+    tmp = temp_path_for(path)
+    fh = open(tmp, "w", encoding="utf-8", newline="\n")
+    try:
+        yield fh
+        fh.close()
+        os.replace(tmp, path)
+    except BaseException:
+        fh.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_ids(path: str) -> list[str]:
+    """IDs from a `.txt` (or `.txt.gz`) file, one per line."""
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                return fh.read().splitlines()
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().splitlines()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read IDs ({e})") from None
+
+
+def open_matrix(path: str, n_cols: int | None = N_COLUMNS, mmap: bool = True) -> np.ndarray:
+    """Open a matrix read-only through a memmap, checking it is a 2-D float array of ``n_cols`` columns."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, not a .npy file")
+    try:
+        m = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{path}: not a readable .npy matrix ({e})") from None
+    if m.ndim != 2:
+        raise InputError(f"{path}: expected a 2-D matrix, got {m.ndim}-D with shape {m.shape}")
+    if m.dtype.kind != "f":
+        raise InputError(f"{path}: expected a float matrix, got dtype {m.dtype}")
+    if n_cols is not None and m.shape[1] != n_cols:
+        raise InputError(f"{path}: has {m.shape[1]} columns, expected {n_cols} (length + 2772 k-mer frequencies)")
+    return m
+
+
+def iter_row_chunks(n_rows: int, n_cols: int, itemsize: int = 4, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, int]]:
+    """(start, stop) row ranges of about ``chunk_bytes`` each."""
+    step = max(1, chunk_bytes // max(1, n_cols * itemsize))
+    for start in range(0, n_rows, step):
+        yield start, min(n_rows, start + step)
+
+
+def concatenate(
+    matrices: Sequence[str],
+    id_files: Sequence[str],
+    out_prefix: str,
+    shuffle: bool = False,
+    seed: int = 42,
+    chunk_bytes: int = 64 << 20,
+    progress=None,
+) -> tuple[int, int]:
+    """Concatenate matrices (and their IDs) into ``out_prefix.npy``/``.txt``; optionally shuffle rows.
+
+    The shuffle is out of core: a seeded permutation of row numbers is applied
+    one output chunk at a time, gathering rows from the memmapped inputs. RAM
+    holds the permutation and the IDs, never the rows. Returns (rows, duplicate IDs).
+    """
+    if len(matrices) != len(id_files):
+        raise InputError(f"{len(matrices)} matrices but {len(id_files)} ID files: give one ID file per matrix")
+    if not matrices:
+        raise InputError("no input matrices given")
+    mats = [open_matrix(p, n_cols=None) for p in matrices]
+    n_cols, dtype = mats[0].shape[1], mats[0].dtype
+    for p, m in zip(matrices, mats):
+        if m.shape[1] != n_cols:
+            raise InputError(f"{p}: has {m.shape[1]} columns but {matrices[0]} has {n_cols}: matrices must have the same width")
+        if m.dtype != dtype:
+            raise InputError(f"{p}: dtype {m.dtype} differs from {matrices[0]} ({dtype}): convert first")
+    ids: list[str] = []
+    for p, idp, m in zip(matrices, id_files, mats):
+        these = read_ids(idp)
+        if len(these) != m.shape[0]:
+            raise InputError(f"{p} has {m.shape[0]} rows but {idp} has {len(these)} IDs")
+        ids.extend(these)
+    n = len(ids)
+    n_dup = n - len(set(ids))
+    if n_dup:
+        print(f"warning: {n_dup} duplicate IDs in the inputs (rows are kept; IDs no longer identify rows uniquely)", file=sys.stderr)
+
+    out_npy = out_prefix + ".npy"
+    out_txt = out_prefix + ".txt"
+    check_output_dir(out_npy)
+    offsets = np.cumsum([0] + [m.shape[0] for m in mats])
+    order = np.random.default_rng(seed).permutation(n) if shuffle else None
+    with NpyStreamWriter(out_npy, n_cols, dtype) as w:
+        for start, stop in iter_row_chunks(n, n_cols, dtype.itemsize, chunk_bytes):
+            if order is None:
+                w.write(_gather_range(mats, offsets, start, stop))
+            else:
+                w.write(_gather_rows(mats, offsets, order[start:stop]))
+            if progress is not None:
+                progress(stop - start)
+        with atomic_text(out_txt) as fh:
+            if order is None:
+                fh.writelines(i + "\n" for i in ids)
+            else:
+                fh.writelines(ids[j] + "\n" for j in order.tolist())
+        w.commit()
+    return n, n_dup
+
+
+def _gather_range(mats: Sequence[np.ndarray], offsets: np.ndarray, start: int, stop: int) -> np.ndarray:
+    parts = []
+    for f, m in enumerate(mats):
+        lo, hi = max(start, offsets[f]), min(stop, offsets[f + 1])
+        if lo < hi:
+            parts.append(np.asarray(m[lo - offsets[f] : hi - offsets[f]]))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _gather_rows(mats: Sequence[np.ndarray], offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows by global index, read in sorted order (sequential-ish disk access), returned in the asked order."""
+    out = np.empty((rows.shape[0], mats[0].shape[1]), dtype=mats[0].dtype)
+    file_of = np.searchsorted(offsets, rows, side="right") - 1
+    for f, m in enumerate(mats):
+        sel = np.flatnonzero(file_of == f)
+        if sel.size:
+            local = rows[sel] - offsets[f]
+            srt = np.argsort(local, kind="stable")
+            out[sel[srt]] = m[local[srt]]
+    return out

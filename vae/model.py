@@ -1,0 +1,117 @@
+"""Encoder, decoder, and the beta-VAE with its loss (DESIGN.md, "The model").
+
+Input: CLR-transformed k-mer features (2772). Encoder 2772 -> 1024 -> 512 ->
+(z_mean, z_log_var) of ``latent`` each, Dense + BatchNorm + LeakyReLU(0.2),
+z_log_var clipped to [-20, 2], reparameterised sample z. Decoder mirrors it to
+2772 linear outputs. Loss per sample: sum of squared errors over the 2772
+features (= 2772 x MSE) + kl_weight x KL(q(z|x) || N(0, I)); kl_weight is
+warmed up to beta by the trainer.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers, ops
+
+from .kmers import N_FEATURES
+from .layers import ClipLayer, Sampling
+
+LATENT_DIM = 384
+HIDDEN = (1024, 512)
+BETA = 0.05
+LEAKY_SLOPE = 0.2
+#: Encoder output names; inference always takes Z_MEAN.
+Z_MEAN, Z_LOG_VAR, Z = "z_mean", "z_log_var", "z"
+
+
+def _dense_block(x, units: int, name: str, dropout: float):
+    x = layers.Dense(units, name=f"{name}_dense")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_act")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return x
+
+
+def build_encoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, dropout: float = 0.0,
+                  input_dim: int = N_FEATURES, seed: int | None = None) -> keras.Model:
+    """The encoder: CLR features -> [z_mean, z_log_var, z]."""
+    inputs = keras.Input(shape=(input_dim,), name="clr_kmers")
+    x = inputs
+    for i, units in enumerate(hidden):
+        x = _dense_block(x, units, f"enc{i}", dropout)
+    z_mean = layers.Dense(latent, name=Z_MEAN, dtype="float32")(x)
+    z_log_var = layers.Dense(latent, name="z_log_var_raw", dtype="float32")(x)
+    z_log_var = ClipLayer(name=Z_LOG_VAR, dtype="float32")(z_log_var)
+    z = Sampling(seed=seed, name=Z, dtype="float32")([z_mean, z_log_var])
+    return keras.Model(inputs, [z_mean, z_log_var, z], name="encoder")
+
+
+def build_decoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, dropout: float = 0.0,
+                  output_dim: int = N_FEATURES) -> keras.Model:
+    """The decoder: z -> reconstructed CLR features (linear output)."""
+    inputs = keras.Input(shape=(latent,), name="z")
+    x = inputs
+    for i, units in enumerate(reversed(tuple(hidden))):
+        x = _dense_block(x, units, f"dec{i}", dropout)
+    outputs = layers.Dense(output_dim, name="reconstruction", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="decoder")
+
+
+def reconstruction_loss(x, reconstruction):
+    """Per-sample sum of squared errors over features (= n_features x MSE)."""
+    return ops.sum(ops.square(ops.cast(x, "float32") - ops.cast(reconstruction, "float32")), axis=-1)
+
+
+def kl_divergence(z_mean, z_log_var):
+    """Per-sample KL(N(z_mean, exp(z_log_var)) || N(0, I))."""
+    return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="kmer_vae", name="VAE")
+class VAE(keras.Model):
+    """The beta-VAE. ``kl_weight`` is a non-trainable variable the trainer's warm-up sets each epoch."""
+
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float = BETA, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.beta = float(beta)
+        self.kl_weight = keras.Variable(0.0, trainable=False, dtype="float32", name="kl_weight")
+        self.recon_tracker = keras.metrics.Mean(name="recon")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+
+    def call(self, x, training: bool = False):
+        z_mean, z_log_var, z = self.encoder(x, training=training)
+        return self.decoder(z, training=training), z_mean, z_log_var
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        reconstruction, z_mean, z_log_var = y_pred
+        recon = ops.mean(reconstruction_loss(x, reconstruction))
+        kl = ops.mean(kl_divergence(z_mean, z_log_var))
+        self.recon_tracker.update_state(recon)
+        self.kl_tracker.update_state(kl)
+        return recon + ops.cast(self.kl_weight, "float32") * kl
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "beta": self.beta,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "VAE":
+        encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
+        decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
+        return cls(encoder, decoder, **config)
+
+
+def build_vae(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, beta: float = BETA,
+              dropout: float = 0.0, seed: int | None = None) -> VAE:
+    """Encoder + decoder + VAE with the default (contract) architecture unless told otherwise."""
+    vae = VAE(build_encoder(latent, hidden, dropout, seed=seed), build_decoder(latent, hidden, dropout), beta=beta, name="vae")
+    vae.build((None, N_FEATURES))
+    return vae

@@ -146,4 +146,159 @@ def concatenate_matrices(argv: Argv = None) -> int:
 
 # --------------------------------------------------------------------------- inference and evaluation (issue 4)
 
+
+def embedding_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "embedding",
+        "Embed contigs: k-mer matrix (or FASTA) -> (N, 1 + latent) float32 .npy, column 0 the contig\n"
+        "length, then z_mean of the encoder (never a sample: same input, same output, bit for bit).\n"
+        "Reads a .npy from stdin and writes one to stdout unless -i/-o are given; FASTA input is\n"
+        "counted on the fly and its IDs written beside the output. Streams in batches: inputs\n"
+        "larger than RAM work.\n\n"
+        "examples:\n"
+        "  embedding -m encoder.keras < kmers.npy > emb.npy\n"
+        "  embedding -i contigs.fa.gz -o emb.npy            # default model; IDs -> emb.txt\n"
+        "  embedding -i kmers.npy -o emb.npy --engine numpy  # no TensorFlow needed",
+    )
+    p.add_argument("-m", "--model", metavar="ENCODER",
+                   help="encoder .keras, or a portable export (.json/.npz from export_encoder); "
+                        "default: Models/default/ of the checkout")
+    p.add_argument("-i", "--input", nargs="+", metavar="FILE",
+                   help="k-mer matrix .npy, or FASTA files (plain or .gz; detected by name or content); default: .npy on stdin")
+    p.add_argument("-o", "--output", metavar="EMB.npy", help="output .npy (written atomically); default: stdout")
+    p.add_argument("--ids-out", metavar="IDS.txt", help="IDs file for FASTA input (default: the output name with .txt)")
+    p.add_argument("--engine", choices=["auto", "keras", "numpy"], default="auto",
+                   help="keras (TensorFlow) or numpy (portable export, no TensorFlow); auto = keras when TensorFlow is installed")
+    p.add_argument("--batch-size", type=_positive_int, default=4096, metavar="N", help="rows per inference batch")
+    p.add_argument("--min-length", type=_positive_int, default=0, metavar="N", help="FASTA input: skip sequences shorter than N")
+    p.add_argument("--chop", type=_positive_int, default=0, metavar="L",
+                   help="FASTA input: cut sequences of length >= L into floor(len/L) equal pieces (IDs id.1, id.2, ...)")
+    p.add_argument("--threads", type=_positive_int, default=0, help="FASTA input: counting threads (0 = all cores)")
+    p.add_argument("--tmp-dir", metavar="DIR",
+                   help="FASTA input: where the temporary k-mer matrix goes (~11 KB a contig; default beside the output)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _embedding(args: argparse.Namespace) -> int:
+    import time
+
+    from .embed import default_ids_path, embed_fasta, embed_matrix_file, embed_stream, load_encoder, sniff_input
+    from .progress import counting_bar, rows_bar
+
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be >= 1")
+    kinds = [sniff_input(p) for p in args.input] if args.input else ["npy"]
+    if "npy" in kinds and len(kinds) > 1:
+        raise InputError("give one .npy matrix, or one or more FASTA files (concatenate matrices with concatenate_matrices)")
+    fasta = kinds[0] == "fasta"
+    ids_out = args.ids_out or (default_ids_path(args.output) if fasta and args.output else None)
+    if fasta and ids_out is None:
+        raise InputError("FASTA input written to stdout needs --ids-out IDS.txt (where the contig IDs go)")
+    if not fasta and (args.ids_out or args.chop or args.min_length):
+        raise InputError("--ids-out, --chop and --min-length are for FASTA input; a matrix keeps its IDs file (rows keep their order)")
+    if args.output is None and sys.stdout.isatty():
+        raise InputError("refusing to write a binary .npy to the terminal: redirect stdout or give -o EMB.npy")
+    if not args.input and sys.stdin.isatty():
+        raise InputError("no input: pipe a .npy k-mer matrix into stdin or give -i FILE")
+    encoder = load_encoder(args.model, args.engine)
+    engine = "keras" if type(encoder).__name__ == "KerasEncoder" else "numpy"
+    out_stream, saved_stdout = None, sys.stdout
+    if args.output is None:
+        # Keep stray prints (ours or a library's) out of the binary stream.
+        out_stream, sys.stdout = sys.stdout.buffer, sys.stderr
+    t0 = time.perf_counter()
+    try:
+        total = None
+        if args.input and not fasta:
+            from .matrix import open_matrix
+
+            total = open_matrix(args.input[0]).shape[0]  # also validates before anything is written
+        with rows_bar(total, desc="embedding", disable=args.quiet) as update:
+            if fasta:
+                from .count import CountOptions
+
+                opts = CountOptions(min_length=args.min_length, chop=args.chop, threads=args.threads)
+                with counting_bar(disable=args.quiet) as count_update:
+                    n = embed_fasta(encoder, args.input, args.output or out_stream, ids_out, opts, args.batch_size,
+                                    args.tmp_dir, count_progress=count_update, progress=update)
+            elif args.input:
+                if args.output is None:
+                    with open(args.input[0], "rb") as fh:
+                        n = embed_stream(encoder, fh, out_stream, args.batch_size, update, name=args.input[0])
+                else:
+                    n = embed_matrix_file(encoder, args.input[0], args.output, args.batch_size, update)
+            else:
+                if args.output is None:
+                    n = embed_stream(encoder, sys.stdin.buffer, out_stream, args.batch_size, update)
+                else:
+                    n = _embed_stdin_to_file(encoder, args.output, args.batch_size, update)
+    finally:
+        sys.stdout = saved_stdout
+    dt = time.perf_counter() - t0
+    where = args.output or "stdout"
+    print(f"embedding: {n:,} rows -> {where} ({engine} engine, latent {encoder.latent}, {encoder.source}; "
+          f"{n / dt if dt > 0 else 0:,.0f} rows/s){'; IDs -> ' + ids_out if fasta else ''}", file=sys.stderr)
+    return 0
+
+
+def _embed_stdin_to_file(encoder, out_path: str, batch_size: int, update) -> int:
+    """stdin .npy -> file: stream through the atomic writer (stdin is not seekable)."""
+    from .embed import OUT_DTYPE, check_width, iter_embeddings, iter_npy_stream, read_npy_stream_header
+    from .matrix import NpyStreamWriter, check_output_dir
+
+    check_width(encoder)
+    check_output_dir(out_path)
+    shape, dtype = read_npy_stream_header(sys.stdin.buffer)
+    with NpyStreamWriter(out_path, 1 + encoder.latent, OUT_DTYPE) as w:
+        for emb in iter_embeddings(encoder, iter_npy_stream(sys.stdin.buffer, shape, dtype, batch_size)):
+            w.write(emb)
+            update(emb.shape[0])
+        w.commit()
+    return shape[0]
+
+
+def embedding(argv: Argv = None) -> int:
+    """Console entry point of ``embedding``."""
+    _exit(run(_embedding, embedding_parser(), argv))
+
+
+def export_encoder_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "export_encoder",
+        "Export a .keras encoder to the portable NumPy format: NAME.npz (weights) + NAME.json (layers),\n"
+        "BatchNorm folded into the Dense layers, z_mean branch only. `embedding --engine numpy` runs it\n"
+        "without TensorFlow. The export is checked against Keras on random input (max |difference|).\n\n"
+        "example: export_encoder -m Models/run1/encoder.keras      # -> Models/run1/encoder.npz + .json",
+    )
+    p.add_argument("-m", "--model", required=True, metavar="ENCODER.keras", help="the encoder to export")
+    p.add_argument("-o", "--output", metavar="NAME", help="output name (NAME.npz + NAME.json); default: beside the encoder")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="fail if NumPy and Keras z_mean differ by more than this")
+    return p
+
+
+def _export_encoder(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .embed import KerasEncoder, NumpyEncoder, export_encoder as export
+
+    spec_path, weights_path = export(args.model, args.output)
+    keras_enc, numpy_enc = KerasEncoder(args.model), NumpyEncoder.load(spec_path)
+    # CLR-like input: zero-mean values of the scale the encoder sees.
+    x = np.random.default_rng(0).normal(0.0, 1.0, size=(256, keras_enc.input_dim)).astype(np.float32)
+    diff = float(np.max(np.abs(keras_enc.z_mean(x) - numpy_enc.z_mean(x))))
+    size = os.path.getsize(weights_path) + os.path.getsize(spec_path)
+    print(f"export_encoder: {args.model} -> {weights_path} + {spec_path} ({size / 1e6:.1f} MB; "
+          f"latent {numpy_enc.latent}; max |numpy - keras| z_mean = {diff:.2e})", file=sys.stderr)
+    if not diff <= args.tolerance:
+        for p in (spec_path, weights_path):
+            os.unlink(p)
+        raise InputError(f"the export differs from Keras by {diff:.2e} > {args.tolerance:g}; removed it (unsupported layer semantics?)")
+    return 0
+
+
+def export_encoder(argv: Argv = None) -> int:
+    """Console entry point of ``export_encoder``."""
+    _exit(run(_export_encoder, export_encoder_parser(), argv))
+
 # --------------------------------------------------------------------------- exploration (issue 5)

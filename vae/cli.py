@@ -144,6 +144,84 @@ def concatenate_matrices(argv: Argv = None) -> int:
 
 # --------------------------------------------------------------------------- training (issue 3)
 
+
+def train_vae_parser() -> argparse.ArgumentParser:
+    from .train import TrainOptions as D  # light: Keras is imported only when training starts
+
+    p = _parser(
+        "train_vae",
+        "Train the beta-VAE on a k-mer matrix (N, 2773), streaming rows from disk (float32 or float16).\n"
+        "Input to the model: CLR of columns 1..2772 per k-mer group (Jeffreys pseudocounts), computed on the fly.\n"
+        "RUN_DIR gets config.json, split.npz (train/validation rows), train.log, history.csv,\n"
+        "training_curves.png, best/ and final/ {vae,encoder,decoder}.keras, encoder.keras (the best\n"
+        "encoder: give it to `embedding`) and resume/ (the last completed epoch, for --resume).\n"
+        "The KL weight rises linearly to --beta over --warmup-epochs; the best checkpoint, LR plateaus\n"
+        "and early stopping only count epochs after warm-up. Ctrl-C keeps the last completed epoch.\n\n"
+        "example: train_vae -i train.npy --latent 384 --beta 0.05 --epochs 500 -o Models/run1\n"
+        "         train_vae -o Models/run1 --resume --epochs 800",
+    )
+    p.add_argument("-i", "--input", metavar="MATRIX.npy", help="k-mer matrix (required unless --resume: then the run's input)")
+    p.add_argument("-o", "--output", metavar="RUN_DIR", default=None,
+                   help="run folder, created (default: Models/vae-<date>-<time>)")
+    p.add_argument("--latent", type=int, default=D.latent, help="latent dimensions")
+    p.add_argument("--hidden", type=int, nargs="+", default=list(D.hidden), metavar="W",
+                   help="hidden layer widths of the encoder (the decoder mirrors them)")
+    p.add_argument("--beta", type=float, default=D.beta, help="weight of the KL term after warm-up")
+    p.add_argument("--epochs", type=int, default=D.epochs, help="total epochs (with --resume: train up to this many)")
+    p.add_argument("--lr", type=float, default=D.lr, help="initial learning rate (Adam)")
+    p.add_argument("--batch-size", type=int, default=D.batch_size, help="rows per training batch")
+    p.add_argument("--warmup-epochs", type=int, default=D.warmup_epochs, help="epochs of linear KL warm-up (0 = none)")
+    p.add_argument("--val-fraction", type=float, default=D.val_fraction, help="fraction of rows held out for validation (seeded random split)")
+    p.add_argument("--max-samples", type=_positive_int, default=D.max_samples, metavar="N",
+                   help="use a random subset of N rows (0 = all)")
+    p.add_argument("--seed", type=int, default=D.seed, help="seed of the split, the shuffling and the weights")
+    p.add_argument("--dropout", type=float, default=D.dropout, help="dropout after each hidden layer")
+    p.add_argument("--patience", type=int, default=D.patience, help="epochs without a better validation loss before the LR is cut")
+    p.add_argument("--lr-factor", type=float, default=D.lr_factor, help="LR multiplier on a plateau")
+    p.add_argument("--min-lr", type=float, default=D.min_lr, help="the LR is never cut below this")
+    p.add_argument("--early-stopping", type=_positive_int, default=D.early_stopping, metavar="N",
+                   help="stop after N epochs without a better validation loss (0 = off)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in RUN_DIR (epoch, optimiser, LR, KL weight, best value); options that "
+                        "define the model or data must be unchanged")
+    p.add_argument("--mixed-precision", action="store_true", help="float16 compute with float32 weights (GPU)")
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=D.steps_per_epoch, metavar="N",
+                   help="batches per epoch (0 = one pass over the training rows)")
+    p.add_argument("--workers", type=_positive_int, default=D.workers, help="reader threads (0 = from the number of cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the per-epoch lines remain)")
+    return p
+
+
+def _train_vae(args: argparse.Namespace) -> int:
+    import time
+
+    from .train import TrainingInterrupted, TrainOptions, train
+
+    run_dir = args.output
+    if run_dir is None:
+        if args.resume:
+            raise InputError("--resume needs the run folder: -o RUN_DIR")
+        run_dir = os.path.join("Models", time.strftime("vae-%Y%m%d-%H%M%S"))
+    opts = TrainOptions(
+        input=args.input, run_dir=run_dir, latent=args.latent, hidden=tuple(args.hidden), beta=args.beta,
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup_epochs=args.warmup_epochs,
+        val_fraction=args.val_fraction, max_samples=args.max_samples, seed=args.seed, dropout=args.dropout,
+        patience=args.patience, lr_factor=args.lr_factor, min_lr=args.min_lr, early_stopping=args.early_stopping,
+        resume=args.resume, mixed_precision=args.mixed_precision, steps_per_epoch=args.steps_per_epoch,
+        workers=args.workers, quiet=args.quiet,
+    )
+    try:
+        train(opts)
+    except TrainingInterrupted:
+        return 130  # train() has said where the last completed epoch is
+    return 0
+
+
+def train_vae(argv: Argv = None) -> int:
+    """Console entry point of ``train_vae``."""
+    _exit(run(_train_vae, train_vae_parser(), argv))
+
+
 # --------------------------------------------------------------------------- inference and evaluation (issue 4)
 
 

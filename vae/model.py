@@ -16,6 +16,7 @@ from keras import layers, ops
 
 from .kmers import N_FEATURES
 from .layers import ClipLayer, Sampling
+from .transform import clr_ops
 
 LATENT_DIM = 384
 HIDDEN = (1024, 512)
@@ -71,13 +72,22 @@ def kl_divergence(z_mean, z_log_var):
 
 @keras.saving.register_keras_serializable(package="kmer_vae", name="VAE")
 class VAE(keras.Model):
-    """The beta-VAE. ``kl_weight`` is a non-trainable variable the trainer's warm-up sets each epoch."""
+    """The beta-VAE. ``kl_weight`` is a non-trainable variable the trainer's warm-up sets each epoch.
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float = BETA, **kwargs):
+    ``call`` always takes CLR features (2772). With ``raw_rows=True`` the data
+    given to ``fit``/``evaluate``/``predict`` are raw matrix rows instead
+    (2773 columns, float16 or float32): the compiled steps drop the length
+    column and apply :func:`vae.transform.clr_ops` on the device, so the
+    input pipeline only moves bytes.
+    """
+
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float = BETA, raw_rows: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.beta = float(beta)
+        self.raw_rows = bool(raw_rows)
         self.kl_weight = keras.Variable(0.0, trainable=False, dtype="float32", name="kl_weight")
         self.recon_tracker = keras.metrics.Mean(name="recon")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -86,12 +96,27 @@ class VAE(keras.Model):
         z_mean, z_log_var, z = self.encoder(x, training=training)
         return self.decoder(z, training=training), z_mean, z_log_var
 
+    def _clr_of_rows(self, data):
+        return clr_ops(data[:, 1:]) if self.raw_rows else data
+
+    def train_step(self, data):
+        return super().train_step(self._clr_of_rows(data))
+
+    def test_step(self, data):
+        return super().test_step(self._clr_of_rows(data))
+
+    def predict_step(self, data):
+        return super().predict_step(self._clr_of_rows(data))
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         reconstruction, z_mean, z_log_var = y_pred
         recon = ops.mean(reconstruction_loss(x, reconstruction))
         kl = ops.mean(kl_divergence(z_mean, z_log_var))
-        self.recon_tracker.update_state(recon)
-        self.kl_tracker.update_state(kl)
+        # Weighted by batch size, as Keras weights the loss: the epoch means then
+        # agree with the loss when the last batch is short.
+        n = ops.cast(ops.shape(reconstruction)[0], "float32")
+        self.recon_tracker.update_state(recon, sample_weight=n)
+        self.kl_tracker.update_state(kl, sample_weight=n)
         return recon + ops.cast(self.kl_weight, "float32") * kl
 
     def get_config(self) -> dict:
@@ -100,6 +125,7 @@ class VAE(keras.Model):
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "beta": self.beta,
+            "raw_rows": self.raw_rows,
         }
 
     @classmethod
@@ -110,8 +136,9 @@ class VAE(keras.Model):
 
 
 def build_vae(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, beta: float = BETA,
-              dropout: float = 0.0, seed: int | None = None) -> VAE:
+              dropout: float = 0.0, seed: int | None = None, raw_rows: bool = False) -> VAE:
     """Encoder + decoder + VAE with the default (contract) architecture unless told otherwise."""
-    vae = VAE(build_encoder(latent, hidden, dropout, seed=seed), build_decoder(latent, hidden, dropout), beta=beta, name="vae")
+    vae = VAE(build_encoder(latent, hidden, dropout, seed=seed), build_decoder(latent, hidden, dropout), beta=beta,
+              raw_rows=raw_rows, name="vae")
     vae.build((None, N_FEATURES))
     return vae

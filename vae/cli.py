@@ -379,4 +379,154 @@ def export_encoder(argv: Argv = None) -> int:
     """Console entry point of ``export_encoder``."""
     _exit(run(_export_encoder, export_encoder_parser(), argv))
 
+
+def _encoder_for_evaluation(model: str | None, run_dir: str | None, engine: str):
+    """-e, else the run's encoder.keras, else the default model."""
+    from .embed import KERAS_NAME, load_encoder
+
+    if model is None and run_dir is not None and os.path.exists(os.path.join(run_dir, KERAS_NAME)):
+        model = os.path.join(run_dir, KERAS_NAME)
+    return load_encoder(model, engine)
+
+
+def _emit_json(path: str, result: dict) -> None:
+    """The result as JSON to a file (atomically) or to stdout ('-')."""
+    import json
+
+    from .evaluate import jsonable
+    from .matrix import atomic_text, check_output_dir
+
+    text = json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    check_output_dir(path)
+    with atomic_text(path) as fh:
+        fh.write(text)
+
+
+def _edges(text: str) -> list[float]:
+    try:
+        edges = sorted(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated lengths in bp, e.g. 2000,5000,10000; got {text!r}") from None
+    if any(e <= 0 for e in edges):
+        raise argparse.ArgumentTypeError("length bin edges must be > 0")
+    return edges
+
+
+def _add_encoder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-e", "--encoder", metavar="ENCODER",
+                   help="encoder .keras or portable export (.json); default: RUN_DIR/encoder.keras with --run-dir, else Models/default/")
+    p.add_argument("--engine", choices=["auto", "keras", "numpy"], default="auto", help="inference engine (see embedding --help)")
+    p.add_argument("--batch-size", type=_positive_int, default=4096, metavar="N", help="rows per inference batch")
+    p.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean", help="distance in every space")
+    p.add_argument("--pca-train", metavar="TRAIN.npy", help="fit the PCA baseline on the rows of this matrix (e.g. the training matrix)")
+    p.add_argument("--pca-fit-rows", type=_positive_int, default=100_000, metavar="N",
+                   help="fit PCA on a seeded sample of at most N rows")
+    p.add_argument("--seed", type=int, default=42, help="seed of every sample (queries, pool, bootstrap, PCA, k-means)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-' = stdout instead of the table)")
+
+
+def verify_local_distances_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "verify_local_distances",
+        "Does latent distance track k-mer composition locally? Queries drawn from held-out rows get their\n"
+        "K nearest neighbours (exact search) in the VAE space and, in the same pool, in two baselines:\n"
+        "PCA of the same dimension (fitted on training rows) and raw CLR (Spearman 1 by construction:\n"
+        "the ceiling). Reports Pearson and Spearman of distance vs CLR-MSE over the K-NN pairs with\n"
+        "bootstrap 95% CIs over queries, the mean CLR-MSE of the top 1/5/10/20/50 neighbours against\n"
+        "random pairs, and all of it per contig-length bin. Results depend on the pool size: it is printed.\n\n"
+        "examples:\n"
+        "  verify_local_distances -i train.npy --run-dir Models/run1            # the run's held-out rows\n"
+        "  verify_local_distances -i heldout.npy -e enc.keras --query-fraction 0.2 --pca-train train.npy --json r.json",
+    )
+    p.add_argument("-i", "--input", required=True, metavar="KMERS.npy", help="k-mer matrix (the one the run was trained on, with --run-dir)")
+    p.add_argument("--run-dir", metavar="RUN", help="train_vae output folder: queries come from its saved validation split")
+    p.add_argument("-id", "--ids", metavar="IDS.txt", help="the matrix's IDs (needed by --val-ids)")
+    p.add_argument("--val-ids", metavar="FILE", help="without --run-dir: IDs of held-out rows, one per line")
+    p.add_argument("--query-fraction", type=float, default=0.1, metavar="F",
+                   help="without --run-dir or --val-ids: hold out a seeded random fraction F of the rows")
+    p.add_argument("--queries", type=_positive_int, default=1000, metavar="N", help="number of query rows drawn from the held-out rows")
+    p.add_argument("--pool-size", type=_positive_int, default=0, metavar="N",
+                   help="search among N rows (a seeded sample that includes the queries); 0 = every row")
+    p.add_argument("-k", "--neighbours", type=_positive_int, default=50, metavar="K", help="nearest neighbours per query")
+    p.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap resamples of queries for the 95%% CIs (0 = none)")
+    p.add_argument("--length-bins", type=_edges, default=[2000, 5000, 10000, 20000, 50000], metavar="E1,E2,...",
+                   help="contig-length bin edges in bp")
+    _add_encoder_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    return p
+
+
+def _verify_local_distances(args: argparse.Namespace) -> int:
+    from .evaluate import VerifyOptions, format_verify, split_rows, verify_local_distances as verify
+    from .matrix import open_matrix, read_ids
+
+    n_rows = open_matrix(args.input).shape[0]
+    ids = read_ids(args.ids) if args.ids else None
+    if ids is not None and len(ids) != n_rows:
+        raise InputError(f"{args.input} has {n_rows:,} rows but {args.ids} has {len(ids):,} IDs")
+    if args.run_dir and args.val_ids:
+        raise InputError("give --run-dir or --val-ids, not both")
+    source = split_rows(n_rows, args.run_dir, args.val_ids, ids, args.query_fraction, args.seed)
+    encoder = _encoder_for_evaluation(args.encoder, args.run_dir, args.engine)
+    opts = VerifyOptions(k=args.neighbours, n_queries=args.queries, pool_size=args.pool_size, metric=args.metric,
+                         n_boot=args.bootstrap, length_edges=args.length_bins, pca_fit_rows=args.pca_fit_rows,
+                         seed=args.seed, batch_size=max(1, args.batch_size))
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    result = verify(args.input, encoder, source, opts, pca_matrix_path=args.pca_train, log=log)
+    if args.json != "-":
+        print(format_verify(result))
+    if args.json:
+        _emit_json(args.json, result)
+    return 0
+
+
+def verify_local_distances(argv: Argv = None) -> int:
+    """Console entry point of ``verify_local_distances``."""
+    _exit(run(_verify_local_distances, verify_local_distances_parser(), argv))
+
+
+def evaluate_labels_parser() -> argparse.ArgumentParser:
+    p = _parser(
+        "evaluate_labels",
+        "Are neighbours biologically related? For the VAE space and, side by side, PCA of the same\n"
+        "dimension and raw CLR: k-NN label agreement (k = 1 and 10) per taxonomic rank, and how well a\n"
+        "k-means clustering (k = number of labels at the rank) agrees with the labels (ARI, V-measure,\n"
+        "purity, completeness). Labels: a TSV with a header, the ID in the first column and one column\n"
+        "per rank (e.g. genome, genus, family, order, class, phylum); empty/NA = unlabelled. IDs of\n"
+        "--chop pieces (ID.1, ID.2, ...) inherit the labels of ID.\n\n"
+        "example: evaluate_labels -i heldout.npy -id heldout.txt -l labels.tsv --pca-train train.npy",
+    )
+    p.add_argument("-i", "--input", required=True, metavar="KMERS.npy", help="k-mer matrix")
+    p.add_argument("-id", "--ids", required=True, metavar="IDS.txt", help="its IDs file")
+    p.add_argument("-l", "--labels", required=True, metavar="LABELS.tsv", help="ID -> label columns (with a header line)")
+    p.add_argument("--ranks", metavar="R1,R2", help="columns to evaluate (default: all)")
+    p.add_argument("--max-rows", type=_positive_int, default=20_000, metavar="N",
+                   help="evaluate a seeded sample of at most N labelled rows (k-NN and k-means are quadratic-ish); 0 = all")
+    _add_encoder_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    return p
+
+
+def _evaluate_labels(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_labels as evaluate, format_labels
+
+    encoder = _encoder_for_evaluation(args.encoder, None, args.engine)
+    ranks = [r.strip() for r in args.ranks.split(",") if r.strip()] if args.ranks else None
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    result = evaluate(args.input, args.ids, args.labels, encoder, ranks, args.metric, args.max_rows, args.pca_train,
+                      args.pca_fit_rows, args.seed, max(1, args.batch_size), log=log)
+    if args.json != "-":
+        print(format_labels(result))
+    if args.json:
+        _emit_json(args.json, result)
+    return 0
+
+
+def evaluate_labels(argv: Argv = None) -> int:
+    """Console entry point of ``evaluate_labels``."""
+    _exit(run(_evaluate_labels, evaluate_labels_parser(), argv))
+
 # --------------------------------------------------------------------------- exploration (issue 5)

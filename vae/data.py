@@ -252,9 +252,9 @@ def check_values(reader: MatrixReader, rows: np.ndarray | None = None, chunk_row
     if n_bad_finite or n_negative:
         what = []
         if n_bad_finite:
-            what.append(f"{n_bad_finite:,} NaN/Inf values")
+            what.append(f"{n_bad_finite:,} NaN/Inf value{'s' if n_bad_finite > 1 else ''}")
         if n_negative:
-            what.append(f"{n_negative:,} negative values")
+            what.append(f"{n_negative:,} negative value{'s' if n_negative > 1 else ''}")
         raise InputError(f"{reader.path}: {' and '.join(what)} (first in row {first_bad}); "
                          "k-mer frequencies must be finite and >= 0")
 
@@ -334,13 +334,18 @@ class RowStream:
             pos += p.shape[0]
         return out if self.transform is None else self.transform(out)
 
-    def batches(self, first_epoch: int = 0, epochs: int | None = None) -> Iterator[np.ndarray]:
-        """Batches of epochs ``first_epoch``, ``first_epoch + 1`` ... (forever when ``epochs`` is None)."""
+    def batches(self, first_epoch: int = 0, epochs: int | None = None, skip: int = 0) -> Iterator[np.ndarray]:
+        """Batches of epochs ``first_epoch``, ``first_epoch + 1`` ... (forever when ``epochs`` is None).
+
+        The first ``skip`` batches of ``first_epoch`` are left out without being read.
+        """
 
         def jobs():
             e = first_epoch
             while epochs is None or e < first_epoch + epochs:
-                yield from self.plan.epoch(e)
+                for b, pieces in enumerate(self.plan.epoch(e)):
+                    if e > first_epoch or b >= skip:
+                        yield pieces
                 e += 1
 
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vae-data")
@@ -356,7 +361,7 @@ class RowStream:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def tf_dataset(stream: RowStream, first_epoch: int = 0, epochs: int | None = None):
+def tf_dataset(stream: RowStream, first_epoch: int = 0, epochs: int | None = None, skip: int = 0):
     """A ``tf.data.Dataset`` over :meth:`RowStream.batches` (infinite when ``epochs`` is None)."""
     import tensorflow as tf
 
@@ -364,7 +369,7 @@ def tf_dataset(stream: RowStream, first_epoch: int = 0, epochs: int | None = Non
     width = probe.shape[1] if probe is not None else stream.reader.shape[1]
     dtype = probe.dtype if probe is not None else stream.reader.dtype
     ds = tf.data.Dataset.from_generator(
-        lambda: stream.batches(first_epoch, epochs),
+        lambda: stream.batches(first_epoch, epochs, skip),
         output_signature=tf.TensorSpec(shape=(None, width), dtype=tf.as_dtype(dtype)),
     )
     return ds.prefetch(2)

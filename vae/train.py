@@ -424,6 +424,7 @@ class TrainResult:
     best_epoch: int
     best_val: float | None
     history: list[dict] = field(default_factory=list)
+    vae: object = None  # the trained keras model (final weights)
 
 
 def _read_monitor_rows(reader: MatrixReader, val: np.ndarray, seed: int) -> np.ndarray:
@@ -605,6 +606,7 @@ def train(opts: TrainOptions) -> TrainResult:
         if os.path.exists(hist):
             plot_curves(hist, os.path.join(run_dir, CURVES_FILE), opts.warmup_epochs, monitor.shape[0])
     result.epochs_done, result.best_epoch, result.best_val = state.epoch, state.best_epoch, state.best_val
+    result.vae = vae
     if state.best_epoch:
         log(f"train_vae: done after {state.epoch} epochs; best validation loss {state.best_val:.4f} at epoch "
             f"{state.best_epoch} -> {os.path.join(run_dir, 'encoder.keras')}")
@@ -619,8 +621,7 @@ def train(opts: TrainOptions) -> TrainResult:
 def tf_dataset_from(stream: RowStream, batches_done: int):
     """The infinite training dataset, starting after ``batches_done`` batches of the stream."""
     epoch, skip = divmod(batches_done, stream.steps)
-    ds = tf_dataset(stream, epoch)
-    return ds.skip(skip) if skip else ds
+    return tf_dataset(stream, epoch, skip=skip)
 
 
 def _write_state(run_dir: str, state: TrainerState) -> None:
@@ -718,9 +719,11 @@ class _EpochLogic:
                 self.model.stop_training = True
 
     def _monitor_mse(self) -> tuple[float, dict[int, float]]:
+        from keras import ops
+
         enc, dec = self.model.encoder, self.model.decoder
         recon = np.concatenate([
-            np.asarray(dec(enc(self.monitor[i : i + 1024], training=False)[0], training=False))
+            ops.convert_to_numpy(dec(enc(self.monitor[i : i + 1024], training=False)[0], training=False))
             for i in range(0, self.monitor.shape[0], 1024)
         ])
         return group_mse(self.monitor, recon)

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Training benchmark (issue 3): does the streaming pipeline keep the model busy, and is memory flat in N?
+
+Not a test: a script that prints Markdown tables.
+
+``throughput``: samples/s of the same model (same weights, same optimiser)
+trained on
+
+* ``memory``: CLR features precomputed into one float32 array in RAM, fed by
+  ``tf.data.Dataset.from_tensor_slices`` (what the original scripts did, and
+  the best case for the model);
+* ``memory-raw``: the raw rows in RAM, CLR in the compiled step (isolates the
+  cost of the in-graph CLR from that of reading);
+* ``stream``: the full ``train_vae`` pipeline: rows read from the `.npy` on disk
+  in shuffled blocks by reader threads (:class:`vae.data.RowStream`), CLR in
+  the compiled step (``VAE(raw_rows=True)``);
+* ``stream-host-clr``: the same stream, the CLR done by NumPy in the reader
+  threads instead (the alternative we did not choose);
+
+and, without a model, how fast the reader alone delivers rows. Runs alternate
+(memory, stream, ...) so that load from other processes hits them alike; the
+first epoch of each run (tracing) is not timed.
+
+``rss``: peak RSS of the real ``train_vae`` command (a child process, read from
+``os.wait4``) on matrices of 200k and 2M rows generated once on disk (float16
+to halve the disk: 2M x 2773 x 2 B = 11 GB), with a bounded number of steps
+per epoch (RSS is about what is held, not how long it runs) and the full
+validation pass.
+
+    python bench/bench_train.py throughput --rows 40000 --steps 30
+    python bench/bench_train.py rss --dir /tmp/kmer-vae-bench
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from vae.kmers import FEATURE_SLICES, N_COLUMNS  # noqa: E402
+from vae.matrix import NpyStreamWriter  # noqa: E402
+
+
+def synthetic_matrix(path: str, n_rows: int, dtype: str = "float32", pool: int = 16384, seed: int = 0) -> None:
+    """Write ``n_rows`` valid k-mer rows (each group sums to 1), cycling a random pool in shuffled order."""
+    if os.path.exists(path):
+        return
+    rng = np.random.default_rng(seed)
+    base = rng.random((pool, N_COLUMNS), dtype=np.float32) ** 3  # skewed, like real frequencies
+    base[:, 0] = rng.integers(1000, 60000, pool)
+    for sl in FEATURE_SLICES.values():
+        g = base[:, 1 + sl.start : 1 + sl.stop]
+        g /= g.sum(axis=1, keepdims=True)
+    base = base.astype(dtype)
+    with NpyStreamWriter(path, N_COLUMNS, dtype) as w:
+        done = 0
+        while done < n_rows:
+            take = min(pool, n_rows - done)
+            w.write(base[rng.permutation(pool)[:take]])
+            done += take
+        w.commit()
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def _timed_fit(vae, ds, steps: int, epochs: int) -> float:
+    import keras
+
+    times: list[float] = []
+
+    class T(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    vae.fit(ds, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=[T()], shuffle=False)
+    return statistics.median(times[1:])
+
+
+def throughput(args) -> None:
+    from vae.train import import_keras
+
+    keras = import_keras()
+    import tensorflow as tf
+
+    from vae.data import BatchPlan, MatrixReader, RowStream, aligned_empty, make_split, tf_dataset
+    from vae.model import build_vae
+    from vae.transform import clr
+
+    os.makedirs(args.dir, exist_ok=True)
+    path = os.path.join(args.dir, f"tp_{args.rows}_{args.dtype}.npy")
+    synthetic_matrix(path, args.rows, args.dtype)
+    reader = MatrixReader(path)
+    split = make_split(reader.n_rows, 0.1, 42)
+    plan = BatchPlan(split.train, args.batch_size, shuffle=True, seed=42)
+    steps = min(args.steps, plan.steps)
+    workers = args.workers
+    # In memory: the training rows' CLR, float32, as the original held them.
+    raw = aligned_empty((split.train.shape[0], N_COLUMNS), reader.dtype)
+    reader.read(split.train, raw)
+    x_mem = clr(raw)
+    raw_mem = raw[:, :]  # the raw rows too, for "memory-raw"
+
+    def model(raw_rows: bool):
+        keras.utils.set_random_seed(0)
+        vae = build_vae(args.latent, args.hidden, raw_rows=raw_rows, seed=0)
+        vae.compile(optimizer=keras.optimizers.Adam(1e-4))
+        return vae
+
+    def ds_memory(x):
+        return (tf.data.Dataset.from_tensor_slices(x).shuffle(8192, seed=0)
+                .batch(args.batch_size, drop_remainder=True).repeat().prefetch(2))
+
+    modes = {
+        "memory": (False, lambda: ds_memory(x_mem)),
+        "memory-raw": (True, lambda: ds_memory(raw_mem)),
+        "stream": (True, lambda: tf_dataset(RowStream(reader, plan, workers=workers))),
+        "stream-host-clr": (False, lambda: tf_dataset(RowStream(reader, plan, workers=workers, transform=clr))),
+    }
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    for rep in range(args.repeats):
+        for name, (raw_rows, make_ds) in modes.items():
+            t = _timed_fit(model(raw_rows), make_ds(), steps, args.epochs)
+            rates[name].append(steps * args.batch_size / t)
+            print(f"  repeat {rep + 1} {name}: {rates[name][-1]:,.0f} samples/s", file=sys.stderr)
+
+    # The reader alone: how many rows/s the stream delivers with no model to feed.
+    stream = RowStream(reader, plan, workers=workers)
+    it = iter(tf_dataset(stream))
+    for _ in range(3):
+        next(it)
+    n_b = min(200, plan.steps * 3)
+    t = time.perf_counter()
+    for _ in range(n_b):
+        next(it)
+    reader_rate = n_b * args.batch_size / (time.perf_counter() - t)
+
+    mem = statistics.median(rates["memory"])
+    print(f"\nthroughput: {args.rows:,} rows ({args.dtype}), model 2772-{'-'.join(map(str, args.hidden))}-{args.latent}, "
+          f"batch {args.batch_size}, {steps} steps x {args.epochs - 1} timed epochs x {args.repeats} repeats, "
+          f"{workers} reader threads, {os.cpu_count()} cores\n")
+    print("| feeding | samples/s (median) | runs | vs in-memory |")
+    print("|---|---:|---|---:|")
+    for name, r in rates.items():
+        print(f"| {name} | {statistics.median(r):,.0f} | {', '.join(f'{v:,.0f}' for v in r)} | "
+              f"{statistics.median(r) / mem:.0%} |")
+    gbs = reader_rate * reader.row_bytes / 1e9
+    print(f"| reader alone (no model) | {reader_rate:,.0f} rows/s = {gbs:.2f} GB/s | | |")
+
+
+# --------------------------------------------------------------------------- RSS
+
+
+def _peak_rss(cmd: list[str], env: dict) -> tuple[float, float, int]:
+    """(peak RSS in MB, wall seconds, exit status) of a child process."""
+    t = time.perf_counter()
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a full pipe would block the child
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            print(err.read().decode(errors="replace")[-2000:], file=sys.stderr)
+    return ru.ru_maxrss / 1024, time.perf_counter() - t, code
+
+
+def rss(args) -> None:
+    os.makedirs(args.dir, exist_ok=True)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+    rows_out = []
+    for n in args.sizes:
+        path = os.path.join(args.dir, f"rss_{n}_{args.dtype}.npy")
+        t = time.perf_counter()
+        synthetic_matrix(path, n, args.dtype)
+        print(f"  matrix {path}: {os.path.getsize(path) / 1e9:.1f} GB ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+            run_dir = os.path.join(tmp, "run")
+            cmd = [sys.executable, os.path.join(repo, "bin", "train_vae"), "-i", path, "-o", run_dir, "--quiet",
+                   "--hidden", *map(str, args.hidden), "--latent", str(args.latent), "--epochs", str(args.epochs),
+                   "--warmup-epochs", "1", "--steps-per-epoch", str(args.steps), "--batch-size", str(args.batch_size)]
+            peak, wall, rc = _peak_rss(cmd, env)
+        if rc != 0:
+            raise SystemExit(f"train_vae failed on {path} (exit {rc})")
+        rows_out.append((n, peak, wall))
+        print(f"  {n:,} rows: peak RSS {peak:,.0f} MB, {wall:.0f} s", file=sys.stderr)
+    print(f"\nrss: train_vae on {args.dtype} matrices, model 2772-{'-'.join(map(str, args.hidden))}-{args.latent}, "
+          f"batch {args.batch_size}, {args.steps} steps/epoch x {args.epochs} epochs + full validation pass\n")
+    print("| rows | matrix on disk | peak RSS | wall |")
+    print("|---:|---:|---:|---:|")
+    itemsize = np.dtype(args.dtype).itemsize
+    for n, peak, wall in rows_out:
+        print(f"| {n:,} | {n * N_COLUMNS * itemsize / 1e9:.1f} GB | {peak:,.0f} MB | {wall:.0f} s |")
+    if len(rows_out) >= 2:
+        print(f"\npeak RSS ratio {rows_out[-1][0]:,} / {rows_out[0][0]:,} rows: {rows_out[-1][1] / rows_out[0][1]:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--rows", type=int, default=40000)
+    t.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    t.add_argument("--hidden", type=int, nargs="+", default=[1024, 512])
+    t.add_argument("--latent", type=int, default=384)
+    t.add_argument("--batch-size", type=int, default=1024)
+    t.add_argument("--steps", type=int, default=20, help="steps per epoch")
+    t.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is not timed)")
+    t.add_argument("--repeats", type=int, default=2)
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "kmer-vae-bench"))
+    r = sub.add_parser("rss")
+    r.add_argument("--sizes", type=int, nargs="+", default=[200_000, 2_000_000])
+    r.add_argument("--dtype", default="float16", choices=["float32", "float16"])
+    r.add_argument("--hidden", type=int, nargs="+", default=[256, 128])
+    r.add_argument("--latent", type=int, default=32)
+    r.add_argument("--batch-size", type=int, default=1024)
+    r.add_argument("--steps", type=int, default=50)
+    r.add_argument("--epochs", type=int, default=2)
+    r.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "kmer-vae-bench"))
+    args = ap.parse_args()
+    throughput(args) if args.what == "throughput" else rss(args)
+
+
+if __name__ == "__main__":
+    main()

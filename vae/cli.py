@@ -530,3 +530,431 @@ def evaluate_labels(argv: Argv = None) -> int:
     _exit(run(_evaluate_labels, evaluate_labels_parser(), argv))
 
 # --------------------------------------------------------------------------- exploration (issue 5)
+
+
+class _ExploreFormatter(_Formatter):
+    """Shows defaults only where there is one worth showing (not None, False or [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == [] or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _explore_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=_ExploreFormatter)
+
+
+def _stem(path: str, *suffixes: str) -> str:
+    for s in suffixes:
+        if path.endswith(s):
+            return path[: -len(s)]
+    return path
+
+
+def _add_plot_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--png", metavar="PNG", help=f"{what} (default: beside the output, .png)")
+    p.add_argument("--no-plot", action="store_true", help="write no figure")
+    p.add_argument("--pdf", action="store_true", help="also write each figure as PDF (same name, .pdf)")
+
+
+def _write_json(path: str, obj: dict) -> None:
+    import json
+
+    from .matrix import atomic_text
+
+    with atomic_text(path) as fh:
+        json.dump(obj, fh, indent=2)
+        fh.write("\n")
+
+
+def tsne_parser() -> argparse.ArgumentParser:
+    p = _explore_parser(
+        "tsne",
+        "2-D t-SNE map of an embeddings matrix (openTSNE, FFT-accelerated, all cores): writes the\n"
+        "coordinates (N, 2) .npy, rows aligned with the IDs, a PNG of the map (coloured by log10 contig\n"
+        "length when the matrix has a length column), and the settings and timings as JSON.\n\n"
+        "Defaults scale to millions of points: PCA initialisation, learning rate N/exaggeration,\n"
+        "exaggeration rising from 1 (<=100k points) to 4 (>=1M). To save memory at millions of\n"
+        "points use --affinity uniform --k-neighbors 15 (15 instead of 90 neighbours per point).\n\n"
+        "example: tsne -e emb.npy -id ids.txt -o map.npy            # writes map.npy, map.png, map.json\n"
+        "         tsne -e emb.npy -id ids.txt -o map.npy --max-points 200000   # + map.txt (sampled IDs)",
+    )
+    p.add_argument("-e", "--embeddings", required=True, metavar="EMB.npy", help="embeddings (N, 1 + latent): column 0 length, then z_mean")
+    p.add_argument("-id", "--ids", metavar="IDS.txt", help="IDs of the rows (.txt or .txt.gz); checked against the row count")
+    p.add_argument("-o", "--output", required=True, metavar="MAP.npy", help="output coordinates (N, 2), float32")
+    p.add_argument("--no-length-column", action="store_true", help="the input is a plain (N, latent) matrix with no length column")
+    p.add_argument("--perplexity", type=float, default=30.0, help="perplexity of the Gaussian affinities (uses 3x as many neighbours)")
+    p.add_argument("--affinity", choices=["perplexity", "uniform"], default="perplexity",
+                   help="perplexity-based affinities, or uniform weights over --k-neighbors neighbours (less memory)")
+    p.add_argument("--k-neighbors", type=_positive_int, default=15, help="neighbours per point with --affinity uniform")
+    p.add_argument("--neighbors", choices=["auto", "annoy", "hnsw", "exact"], default="auto",
+                   help="nearest-neighbour search (auto: exact below 1000 points, else Annoy)")
+    p.add_argument("--exaggeration", type=float, default=None, help="exaggeration of the main phase (default: 1 up to 100k points, rising to 4 at 1M)")
+    p.add_argument("--early-exaggeration", type=float, default=12.0, help="exaggeration of the early phase")
+    p.add_argument("--early-iter", type=_positive_int, default=250, help="iterations of the early-exaggeration phase")
+    p.add_argument("--n-iter", type=_positive_int, default=500, help="iterations of the main phase")
+    p.add_argument("--init", choices=["pca", "spectral", "random"], default="pca", help="initial layout")
+    p.add_argument("--pca-dims", type=_positive_int, default=0, help="first project onto this many principal components (0 = no)")
+    p.add_argument("--max-points", type=_positive_int, default=0,
+                   help="map a seeded random subsample of this many rows (0 = all); writes their IDs to MAP.txt (needs -id)")
+    p.add_argument("--color-by", choices=["length", "none"], default="length", help="colour of the map's points")
+    _add_plot_args(p, "the map's figure")
+    p.add_argument("--threads", type=_positive_int, default=0, help="threads (0 = all cores)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the neighbour search, initialisation and subsample")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    return p
+
+
+def _tsne(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from .explore import load_embeddings, run_tsne, subsample, tsne_settings
+    from .matrix import NpyStreamWriter, atomic_text, check_output_dir
+
+    stem = _stem(args.output, ".npy")
+    png = None if args.no_plot else (args.png or stem + ".png")
+    ids_out = stem + ".txt" if args.max_points else None
+    for path in filter(None, [args.output, png, ids_out]):
+        check_output_dir(path)
+    if args.max_points and not args.ids:
+        raise InputError("--max-points needs -id/--ids: the sampled rows' IDs are written beside the map")
+    emb = load_embeddings(args.embeddings, args.ids, length_column=not args.no_length_column)
+    rows = subsample(len(emb), args.max_points, args.seed)
+    z, lengths, ids = emb.z, emb.lengths, emb.ids
+    if rows is not None:
+        z, lengths = z[rows], (lengths[rows] if lengths is not None else None)
+        ids = [ids[i] for i in rows.tolist()]
+        print(f"tsne: mapping a random subsample of {rows.size:,} of {len(emb):,} rows (seed {args.seed})", file=sys.stderr)
+    settings = dict(perplexity=args.perplexity, affinity=args.affinity, k_neighbors=args.k_neighbors, neighbors=args.neighbors,
+                    exaggeration=args.exaggeration, early_exaggeration=args.early_exaggeration,
+                    early_exaggeration_iter=args.early_iter, n_iter=args.n_iter, initialization=args.init,
+                    pca_dims=args.pca_dims, threads=args.threads, seed=args.seed)
+    resolved = tsne_settings(z.shape[0], **settings)
+    t0 = time.perf_counter()
+    coords = run_tsne(z, quiet=args.quiet, **settings)
+    seconds = time.perf_counter() - t0
+    del z
+    written = []
+    with NpyStreamWriter(args.output, 2, np.float32) as w:
+        w.write(coords)
+        if ids_out:
+            with atomic_text(ids_out) as fh:
+                fh.writelines(i + "\n" for i in ids)
+            written.append(ids_out)
+        if png:
+            from .plots import plot_map
+
+            color = np.log10(np.maximum(lengths, 1.0)) if (lengths is not None and args.color_by == "length") else None
+            written += plot_map(coords, png, values=color, pdf=args.pdf)
+        w.commit()
+    info = {"input": os.path.abspath(args.embeddings), "n_input_rows": len(emb), "latent_dims": emb.z.shape[1],
+            "subsampled_rows": None if rows is None else int(rows.size), "settings": resolved, "seconds": round(seconds, 1),
+            "peak_rss_gb": round(_peak_rss_gb(), 2)}
+    _write_json(stem + ".json", info)
+    print(f"tsne: {coords.shape[0]:,} points in {seconds:.1f} s (peak memory {info['peak_rss_gb']:.1f} GB) -> "
+          f"{', '.join([args.output] + written + [stem + '.json'])}", file=sys.stderr)
+    return 0
+
+
+def _peak_rss_gb() -> float:
+    import resource
+
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1 << 30) if sys.platform == "darwin" else r / (1 << 20)
+
+
+def tsne(argv: Argv = None) -> int:
+    """Console entry point of ``tsne``."""
+    _exit(run(_tsne, tsne_parser(), argv))
+
+
+def cluster_parser() -> argparse.ArgumentParser:
+    p = _explore_parser(
+        "cluster",
+        "HDBSCAN clusters of a t-SNE map (default) or of the latent vectors (--space latent).\n"
+        "Writes ID<TAB>cluster (noise = -1; clusters numbered by decreasing size), a JSON summary\n"
+        "(clusters, noise fraction, sizes; also printed) and a PNG of the map coloured by cluster.\n\n"
+        "Defaults scale with N: min_cluster_size = max(15, N/4800) (the original's 1000 at 4.8M\n"
+        "points), min_samples = max(5, min_cluster_size/10) (its 100).\n\n"
+        "example: cluster -c map.npy -id ids.txt -o clusters.tsv   # + clusters.json, clusters.png\n"
+        "         cluster --space latent -e emb.npy -c map.npy -id ids.txt -o latent_clusters.tsv",
+    )
+    p.add_argument("-c", "--coords", metavar="MAP.npy", help="t-SNE coordinates (N, 2): clustered by default, and drawn")
+    p.add_argument("-e", "--embeddings", metavar="EMB.npy", help="embeddings (N, 1 + latent), clustered with --space latent")
+    p.add_argument("-id", "--ids", required=True, metavar="IDS.txt", help="IDs of the rows")
+    p.add_argument("-o", "--output", required=True, metavar="CLUSTERS.tsv", help="output ID<TAB>cluster")
+    p.add_argument("--space", choices=["tsne", "latent"], default="tsne", help="cluster the map or the latent vectors")
+    p.add_argument("--no-length-column", action="store_true", help="the embeddings are a plain (N, latent) matrix")
+    p.add_argument("--min-cluster-size", type=_positive_int, default=None, help="smallest cluster (default: scaled with N, see above)")
+    p.add_argument("--min-samples", type=_positive_int, default=None, help="HDBSCAN min_samples: larger = more conservative, more noise (default: max(5, min_cluster_size/10))")
+    p.add_argument("--summary", metavar="JSON", help="summary file (default: beside the output, .json)")
+    _add_plot_args(p, "the map coloured by cluster (needs -c)")
+    p.add_argument("--threads", type=_positive_int, default=0, help="threads for core distances (0 = all cores)")
+    return p
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    import time
+
+    from .explore import (cluster_points, cluster_summary, default_min_cluster_size, default_min_samples,
+                          format_cluster_summary, load_coords, load_embeddings, write_cluster_tsv)
+    from .matrix import check_output_dir
+
+    stem = _stem(args.output, ".tsv", ".txt")
+    summary_path = args.summary or stem + ".json"
+    png = None if (args.no_plot or not args.coords) else (args.png or stem + ".png")
+    for path in filter(None, [args.output, summary_path, png]):
+        check_output_dir(path)
+    if args.space == "tsne" and not args.coords:
+        raise InputError("--space tsne needs the map: -c MAP.npy (or use --space latent with -e EMB.npy)")
+    if args.space == "latent" and not args.embeddings:
+        raise InputError("--space latent needs the embeddings: -e EMB.npy")
+    coords = ids = None
+    if args.coords:
+        coords, ids = load_coords(args.coords, args.ids)
+    if args.space == "latent":
+        emb = load_embeddings(args.embeddings, args.ids, length_column=not args.no_length_column)
+        if coords is not None and coords.shape[0] != len(emb):
+            raise InputError(f"{args.coords} has {coords.shape[0]:,} rows but {args.embeddings} has {len(emb):,}")
+        x, ids = emb.z, emb.ids
+    else:
+        x = coords
+    n = x.shape[0]
+    mcs = args.min_cluster_size or default_min_cluster_size(n)
+    ms = args.min_samples or default_min_samples(mcs)
+    if args.space == "latent" and n > 200_000:
+        print(f"cluster: warning: HDBSCAN in {x.shape[1]} dimensions over {n:,} points is slow; the map (--space tsne) is much faster",
+              file=sys.stderr)
+    print(f"cluster: HDBSCAN of {n:,} points in the {args.space} space ({x.shape[1]}-D), "
+          f"min_cluster_size={mcs}, min_samples={ms} ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    labels = cluster_points(x, mcs, ms, threads=args.threads)
+    seconds = time.perf_counter() - t0
+    summary = cluster_summary(labels)
+    summary.update(space=args.space, min_cluster_size=mcs, min_samples=ms, seconds=round(seconds, 2),
+                   input=os.path.abspath(args.coords if args.space == "tsne" else args.embeddings))
+    written = [args.output, summary_path]
+    if png:
+        from .plots import plot_clusters
+
+        written += plot_clusters(coords, labels, png, pdf=args.pdf,
+                                 title=f"HDBSCAN on the {'t-SNE map' if args.space == 'tsne' else 'latent space'}: "
+                                       f"{summary['n_clusters']:,} clusters, {summary['noise_fraction']:.1%} noise (N = {n:,})")
+    _write_json(summary_path, summary)
+    write_cluster_tsv(args.output, ids, labels)  # last: the main output appears only when all else is done
+    print(f"cluster: {format_cluster_summary(summary)} ({seconds:.1f} s) -> {', '.join(written)}", file=sys.stderr)
+    return 0
+
+
+def cluster(argv: Argv = None) -> int:
+    """Console entry point of ``cluster``."""
+    _exit(run(_cluster, cluster_parser(), argv))
+
+
+def compare_groups_parser() -> argparse.ArgumentParser:
+    p = _explore_parser(
+        "compare_groups",
+        "Compare groups of contigs (e.g. samples) over one t-SNE map. Writes PREFIX.density.png (the\n"
+        "difference of the groups' normalised 2-D densities on a diverging colour map: for two groups\n"
+        "A - B, for more each group - the mean of the others), PREFIX.overlay.png (each group its own\n"
+        "colour), and with --clusters the share of each group in each cluster as PREFIX.composition.csv\n"
+        "and PREFIX.composition.png.\n\n"
+        "Groups: --groups-tsv with ID<TAB>group lines, or repeated --prefix NAME=PREFIX (IDs starting\n"
+        "with PREFIX) or --regex NAME=REGEX (IDs containing a match; anchor with ^). An ID may be in\n"
+        "one group at most; IDs in no group are left out of the comparison.\n\n"
+        "example: compare_groups -c map.npy -id ids.txt --prefix water=W_ --prefix sediment=S_ \\\n"
+        "             --clusters clusters.tsv -o results/water_vs_sediment",
+    )
+    p.add_argument("-c", "--coords", required=True, metavar="MAP.npy", help="t-SNE coordinates (N, 2)")
+    p.add_argument("-id", "--ids", required=True, metavar="IDS.txt", help="IDs of the map's rows")
+    p.add_argument("--groups-tsv", metavar="TSV", help="ID<TAB>group lines")
+    p.add_argument("--prefix", action="append", default=[], metavar="NAME=PREFIX", help="a group of the IDs starting with PREFIX (repeat)")
+    p.add_argument("--regex", action="append", default=[], metavar="NAME=REGEX", help="a group of the IDs matching REGEX (repeat)")
+    p.add_argument("--clusters", metavar="CLUSTERS.tsv", help="ID<TAB>cluster from `cluster`: adds the composition table and chart")
+    p.add_argument("-o", "--output", required=True, metavar="PREFIX", help="output prefix (or an existing folder: FOLDER/compare.*)")
+    p.add_argument("--bins", type=_positive_int, default=0, help="histogram bins per axis (0 = about 10 points per bin, 40 to 300)")
+    p.add_argument("--smooth", type=float, default=1.0, help="Gaussian smoothing of the histograms, in bins (0 = none)")
+    p.add_argument("--balanced", action="store_true", help="composition chart with groups weighted equally (the CSV has both)")
+    p.add_argument("--pdf", action="store_true", help="also write each figure as PDF")
+    return p
+
+
+def _compare_groups(args: argparse.Namespace) -> int:
+    from .explore import (assign_groups, composition_table, density_differences, group_counts, group_densities,
+                          load_coords, parse_named, read_cluster_tsv, read_group_table)
+    from .matrix import check_output_dir
+    from .plots import plot_composition, plot_density_difference, plot_overlay
+
+    prefix = os.path.join(args.output, "compare") if os.path.isdir(args.output) else args.output
+    check_output_dir(prefix + ".density.png")
+    if args.groups_tsv and (args.prefix or args.regex):
+        raise InputError("give groups either with --groups-tsv or with --prefix/--regex, not both")
+    coords, ids = load_coords(args.coords, args.ids)
+    if args.groups_tsv:
+        group_idx, names = assign_groups(ids, table=read_group_table(args.groups_tsv))
+    else:
+        group_idx, names = assign_groups(ids, prefixes=parse_named(args.prefix, "prefix"), regexes=parse_named(args.regex, "regex"))
+    if len(names) < 2:
+        raise InputError(f"comparing needs at least two groups, got {len(names)} ({', '.join(names)})")
+    counts = group_counts(group_idx, names)
+    n_grouped = int(sum(counts.values()))
+    print(f"compare_groups: {len(names)} groups over {len(ids):,} points: "
+          + ", ".join(f"{g} {c:,}" for g, c in counts.items())
+          + (f"; {len(ids) - n_grouped:,} in no group (left out)" if n_grouped < len(ids) else ""), file=sys.stderr)
+    labels = read_cluster_tsv(args.clusters, ids) if args.clusters else None
+    dens, extent = group_densities(coords, group_idx, len(names), bins=args.bins or None, smooth=args.smooth)
+    written = plot_density_difference(density_differences(dens, names), extent, prefix + ".density.png",
+                                      n_points=n_grouped, pdf=args.pdf)
+    written += plot_overlay(coords, group_idx, names, prefix + ".overlay.png", pdf=args.pdf)
+    if labels is not None:
+        unknown = int(((labels == -2) & (group_idx >= 0)).sum())
+        if unknown:
+            print(f"compare_groups: warning: {unknown:,} grouped IDs are not in {args.clusters} and are left out of the composition",
+                  file=sys.stderr)
+        comp = composition_table(labels, group_idx, names)
+        written += plot_composition(comp, prefix + ".composition.png", balanced=args.balanced, pdf=args.pdf)
+        comp.write_csv(prefix + ".composition.csv")
+        written.append(prefix + ".composition.csv")
+    print(f"compare_groups: wrote {', '.join(written)}", file=sys.stderr)
+    return 0
+
+
+def compare_groups(argv: Argv = None) -> int:
+    """Console entry point of ``compare_groups``."""
+    _exit(run(_compare_groups, compare_groups_parser(), argv))
+
+
+def query_neighbors_parser() -> argparse.ArgumentParser:
+    p = _explore_parser(
+        "query_neighbors",
+        "The k nearest contigs of given contigs (by ID) or of new sequences (FASTA, embedded with an\n"
+        "encoder), from an index built once over an embeddings matrix. Exact NumPy search below 50,000\n"
+        "vectors, an HNSW graph (hnswlib) above. The index is a folder (meta.json, ids.txt, vectors or\n"
+        "HNSW graph; no pickle). Output: TSV query_id, rank, neighbor_id, distance (nearest first; a\n"
+        "contig queried by ID is not its own neighbour).\n\n"
+        "example: query_neighbors --build-index emb_index -e emb.npy -id ids.txt\n"
+        "         query_neighbors --index emb_index --ids contig_7 contig_42 -k 20 > nn.tsv\n"
+        "         query_neighbors --index emb_index --fasta new.fa -m Models/run1/encoder.keras -o nn.tsv",
+    )
+    g = p.add_argument_group("index (one of)")
+    g.add_argument("--build-index", metavar="DIR", help="build an index over -e/-id, save it to DIR (then answer any queries)")
+    g.add_argument("--index", metavar="DIR", help="load a saved index")
+    b = p.add_argument_group("building")
+    b.add_argument("-e", "--embeddings", metavar="EMB.npy", help="embeddings (N, 1 + latent) to index")
+    b.add_argument("-id", "--ids-of-rows", dest="row_ids", metavar="IDS.txt", help="IDs of the embeddings' rows")
+    b.add_argument("--no-length-column", action="store_true", help="the matrices (-e, --vectors) are plain (N, latent)")
+    b.add_argument("--metric", choices=["euclidean", "cosine"], default=None, help="distance, fixed when the index is built (euclidean if not given)")
+    b.add_argument("--method", choices=["auto", "exact", "hnsw"], default=None, help="search method (auto if not given: exact below 50,000 rows, else hnsw)")
+    b.add_argument("--M", type=_positive_int, default=16, dest="hnsw_m", help="HNSW links per node (more = better recall, more memory)")
+    b.add_argument("--ef-construction", type=_positive_int, default=200, help="HNSW build-time search breadth")
+    q = p.add_argument_group("queries (any of)")
+    q.add_argument("--ids", nargs="+", default=[], metavar="ID", help="IDs of indexed contigs")
+    q.add_argument("--ids-file", metavar="TXT", help="a file of IDs, one per line")
+    q.add_argument("--vectors", metavar="Q.npy", help="query embeddings (same layout as -e), e.g. from `embedding`")
+    q.add_argument("--vectors-ids", metavar="Q.txt", help="IDs of --vectors' rows (default: row numbers)")
+    q.add_argument("--fasta", metavar="FASTA", help="new sequences: k-mers counted and embedded with -m")
+    q.add_argument("-m", "--model", metavar="ENCODER",
+                   help="the encoder for --fasta, .keras or portable .json (Models/default if not given); use the one that made the indexed embeddings")
+    q.add_argument("--engine", choices=["auto", "keras", "numpy"], default="auto", help="inference engine for --fasta")
+    p.add_argument("-k", type=_positive_int, default=10, help="neighbours per query")
+    p.add_argument("--ef", type=_positive_int, default=100, help="HNSW query-time search breadth (>= k; more = better recall, slower)")
+    p.add_argument("-o", "--output", metavar="TSV", help="output file (default: stdout)")
+    p.add_argument("--threads", type=_positive_int, default=0, help="threads (0 = all cores)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the HNSW graph")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _query_neighbors(args: argparse.Namespace) -> int:
+    from .matrix import atomic_text, check_output_dir, read_ids
+    from .neighbors import NeighborIndex, embed_fasta, write_neighbors_tsv
+
+    if bool(args.build_index) == bool(args.index):
+        raise InputError("give exactly one of --build-index DIR (with -e, -id) and --index DIR")
+    has_query = bool(args.ids or args.ids_file or args.vectors or args.fasta)
+    if args.index and not has_query:
+        raise InputError("nothing to query: give --ids, --ids-file, --vectors or --fasta")
+    if args.output:
+        check_output_dir(args.output)
+    if args.k < 1:
+        raise InputError("-k must be >= 1")
+    if args.index and (args.embeddings or args.row_ids):
+        raise InputError("-e/-id build an index: use them with --build-index, not --index")
+
+    if args.build_index:
+        from .explore import load_embeddings
+        from .progress import rows_bar
+
+        if not args.embeddings or not args.row_ids:
+            raise InputError("--build-index needs the embeddings and their IDs: -e EMB.npy -id IDS.txt")
+        check_output_dir(args.build_index)
+        emb = load_embeddings(args.embeddings, args.row_ids, length_column=not args.no_length_column)
+        with rows_bar(len(emb), desc="indexing", disable=args.quiet) as update:
+            index = NeighborIndex.build(emb.z, emb.ids, metric=args.metric or "euclidean", method=args.method or "auto", M=args.hnsw_m,
+                                        ef_construction=args.ef_construction, ef_search=args.ef, threads=args.threads,
+                                        seed=args.seed, source=args.embeddings, progress=update)
+        index.params["length_column"] = not args.no_length_column
+        index.save(args.build_index)
+        print(f"query_neighbors: indexed {len(index):,} vectors of {index.dim} dimensions ({index.method}, {index.metric}) "
+              f"-> {args.build_index}", file=sys.stderr)
+        if not has_query:
+            return 0
+    else:
+        index = NeighborIndex.load(args.index)
+        for opt, want, have in (("--metric", args.metric, index.metric), ("--method", args.method, index.method)):
+            if want and want not in (have, "auto"):
+                raise InputError(f"{opt} {want}: the index {args.index} was built with {have}; rebuild it with --build-index {opt} {want}")
+    index.params["ef_search"] = args.ef
+
+    query_ids: list[str] = []
+    rows_nb, rows_d = [], []
+    by_id = list(args.ids) + (read_ids(args.ids_file) if args.ids_file else [])
+    by_id = [i for i in (s.strip() for s in by_id) if i]
+    if args.ids_file and not by_id and not (args.vectors or args.fasta):
+        raise InputError(f"{args.ids_file}: no IDs in it")
+    if by_id:
+        nb, d = index.query_rows(index.rows_of(by_id), args.k, args.threads)
+        query_ids += by_id
+        rows_nb.append(nb)
+        rows_d.append(d)
+    if args.vectors:
+        from .explore import load_embeddings
+
+        q = load_embeddings(args.vectors, args.vectors_ids, length_column=not args.no_length_column)
+        if q.z.shape[1] != index.dim:
+            raise InputError(f"{args.vectors}: vectors of {q.z.shape[1]} dimensions but the index has {index.dim}"
+                             + (" (is --no-length-column right?)" if abs(q.z.shape[1] - index.dim) == 1 else ""))
+        nb, d = index.query(q.z, args.k, args.threads)
+        query_ids += q.ids or [f"row{i}" for i in range(len(q))]
+        rows_nb.append(nb)
+        rows_d.append(d)
+    if args.fasta:
+        fids, z = embed_fasta(args.fasta, args.model, args.engine)
+        if z.shape[1] != index.dim:
+            raise InputError(f"the encoder {args.model} makes {z.shape[1]}-D vectors but the index has {index.dim}: "
+                             "use the encoder that made the indexed embeddings")
+        nb, d = index.query(z, args.k, args.threads)
+        query_ids += fids
+        rows_nb.append(nb)
+        rows_d.append(d)
+    # Blocks may have different widths when k exceeds what an ID query can return: pad nothing, write row by row.
+    nbs = [r for block in rows_nb for r in block]
+    ds = [r for block in rows_d for r in block]
+    if args.output:
+        with atomic_text(args.output) as fh:
+            lines = write_neighbors_tsv(fh, query_ids, nbs, ds, index.ids)
+    else:
+        lines = write_neighbors_tsv(sys.stdout, query_ids, nbs, ds, index.ids)
+        sys.stdout.flush()
+    print(f"query_neighbors: {len(query_ids):,} queries, {lines:,} neighbours ({index.method}, {index.metric})"
+          + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
+    return 0
+
+
+def query_neighbors(argv: Argv = None) -> int:
+    """Console entry point of ``query_neighbors``."""
+    _exit(run(_query_neighbors, query_neighbors_parser(), argv))

@@ -16,10 +16,13 @@ trained on
   the compiled step (``VAE(raw_rows=True)``);
 * ``stream-host-clr``: the same stream, the CLR done by NumPy in the reader
   threads instead (the alternative we did not choose);
+* ``stream-pydataset``: the same reads and batches through
+  ``keras.utils.PyDataset`` with worker threads instead of our thread pool
+  and ``tf.data.Dataset.from_generator`` (the other alternative);
 
-and, without a model, how fast the reader alone delivers rows. Runs alternate
-(memory, stream, ...) so that load from other processes hits them alike; the
-first epoch of each run (tracing) is not timed.
+and, without a model, how fast the reader alone delivers rows. Each mode's
+model is traced once, then short rounds of each alternate, so that load from
+other processes hits them alike; the table gives the best and the median round.
 
 ``rss``: peak RSS of the real ``train_vae`` command (a child process, read from
 ``os.wait4``) on matrices of 200k and 2M rows generated once on disk (float16
@@ -27,7 +30,8 @@ to halve the disk: 2M x 2773 x 2 B = 11 GB), with a bounded number of steps
 per epoch (RSS is about what is held, not how long it runs) and the full
 validation pass.
 
-    python bench/bench_train.py throughput --rows 40000 --steps 30
+    python bench/bench_train.py                    # both, with the defaults below
+    python bench/bench_train.py throughput --rows 40000 --steps 10 --rounds 8
     python bench/bench_train.py rss --dir /tmp/kmer-vae-bench
 """
 from __future__ import annotations
@@ -71,20 +75,10 @@ def synthetic_matrix(path: str, n_rows: int, dtype: str = "float32", pool: int =
 # --------------------------------------------------------------------------- throughput
 
 
-def _timed_fit(vae, ds, steps: int, epochs: int) -> float:
-    import keras
-
-    times: list[float] = []
-
-    class T(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.t)
-
-    vae.fit(ds, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=[T()], shuffle=False)
-    return statistics.median(times[1:])
+def _timed_fit(vae, ds, steps: int) -> float:
+    t = time.perf_counter()
+    vae.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    return time.perf_counter() - t
 
 
 def throughput(args) -> None:
@@ -121,41 +115,106 @@ def throughput(args) -> None:
         return (tf.data.Dataset.from_tensor_slices(x).shuffle(8192, seed=0)
                 .batch(args.batch_size, drop_remainder=True).repeat().prefetch(2))
 
+    class BlockBatches(keras.utils.PyDataset):
+        """The same batches as RowStream, through Keras' PyDataset and its worker threads (the alternative)."""
+
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * workers)
+            self.epoch = 0
+            self.pieces = list(plan.epoch(0))
+
+        def __len__(self):
+            return plan.steps
+
+        def __getitem__(self, i):
+            rows = np.concatenate(self.pieces[i])
+            out = aligned_empty((rows.shape[0], N_COLUMNS), reader.dtype)
+            reader.read(rows, out)
+            return out
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self.pieces = list(plan.epoch(self.epoch))
+
     modes = {
         "memory": (False, lambda: ds_memory(x_mem)),
         "memory-raw": (True, lambda: ds_memory(raw_mem)),
         "stream": (True, lambda: tf_dataset(RowStream(reader, plan, workers=workers))),
         "stream-host-clr": (False, lambda: tf_dataset(RowStream(reader, plan, workers=workers, transform=clr))),
+        "stream-pydataset": (True, BlockBatches),
     }
+    # Short rounds, modes interleaved: load from other processes then hits every mode
+    # alike, and the best round of each is its least disturbed one.
+    built = {name: (model(raw_rows), make_ds()) for name, (raw_rows, make_ds) in modes.items()}
+    for vae, ds in built.values():
+        _timed_fit(vae, ds, 3)  # tracing, first reads
     rates: dict[str, list[float]] = {m: [] for m in modes}
-    for rep in range(args.repeats):
-        for name, (raw_rows, make_ds) in modes.items():
-            t = _timed_fit(model(raw_rows), make_ds(), steps, args.epochs)
-            rates[name].append(steps * args.batch_size / t)
-            print(f"  repeat {rep + 1} {name}: {rates[name][-1]:,.0f} samples/s", file=sys.stderr)
+    for rnd in range(args.rounds):
+        for name, (vae, ds) in built.items():
+            rates[name].append(steps * args.batch_size / _timed_fit(vae, ds, steps))
+        print(f"  round {rnd + 1}: " + ", ".join(f"{m} {r[-1]:,.0f}" for m, r in rates.items()), file=sys.stderr)
 
-    # The reader alone: how many rows/s the stream delivers with no model to feed.
-    stream = RowStream(reader, plan, workers=workers)
-    it = iter(tf_dataset(stream))
-    for _ in range(3):
-        next(it)
-    n_b = min(200, plan.steps * 3)
-    t = time.perf_counter()
-    for _ in range(n_b):
-        next(it)
-    reader_rate = n_b * args.batch_size / (time.perf_counter() - t)
+    # Cost accounting, robust to load from other processes (best of many repeats of
+    # each piece alone): a training step, the in-graph CLR, reading one batch.
+    from vae.transform import clr_ops
 
-    mem = statistics.median(rates["memory"])
+    def best_of(fn, n=15) -> float:
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return min(ts)
+
+    vae_mem = built["memory"][0]
+    xb = tf.constant(x_mem[: args.batch_size])
+    rb_rows = np.concatenate(next(iter(plan.epoch(0))))
+    rb = aligned_empty((args.batch_size, N_COLUMNS), reader.dtype)
+    reader.read(rb_rows, rb)
+    raw_b = tf.constant(rb)
+    clr_graph = tf.function(lambda a: clr_ops(a[:, 1:]))
+    clr_graph(raw_b)
+    costs = {
+        "training step (CLR input in RAM)": best_of(lambda: vae_mem.train_on_batch(xb)),
+        "CLR in the graph": best_of(lambda: clr_graph(raw_b).numpy()),
+        "CLR in NumPy": best_of(lambda: clr(rb)),
+        "reading the batch (preadv of 32 blocks)": best_of(lambda: reader.read(rb_rows, rb)),
+    }
+
+    # The reader alone: how many rows/s the stream delivers through tf.data with no model to feed.
+    reader_rates = {}
+    for w in sorted({1, workers, 2 * workers}):
+        it = iter(tf_dataset(RowStream(reader, plan, workers=w)))
+        for _ in range(3):
+            next(it)
+        n_b = min(300, plan.steps * 5)
+        t = time.perf_counter()
+        for _ in range(n_b):
+            next(it)
+        reader_rates[w] = n_b * args.batch_size / (time.perf_counter() - t)
+        del it
+
+    load = os.getloadavg()[0]
     print(f"\nthroughput: {args.rows:,} rows ({args.dtype}), model 2772-{'-'.join(map(str, args.hidden))}-{args.latent}, "
-          f"batch {args.batch_size}, {steps} steps x {args.epochs - 1} timed epochs x {args.repeats} repeats, "
-          f"{workers} reader threads, {os.cpu_count()} cores\n")
-    print("| feeding | samples/s (median) | runs | vs in-memory |")
-    print("|---|---:|---|---:|")
+          f"batch {args.batch_size}, {args.rounds} interleaved rounds of {steps} steps per mode, "
+          f"{workers} reader threads, {os.cpu_count()} cores, load average {load:.1f} at the end\n")
+    print("| feeding | samples/s, best round | vs in-memory | samples/s, median | vs in-memory |")
+    print("|---|---:|---:|---:|---:|")
+    best_mem, med_mem = max(rates["memory"]), statistics.median(rates["memory"])
     for name, r in rates.items():
-        print(f"| {name} | {statistics.median(r):,.0f} | {', '.join(f'{v:,.0f}' for v in r)} | "
-              f"{statistics.median(r) / mem:.0%} |")
-    gbs = reader_rate * reader.row_bytes / 1e9
-    print(f"| reader alone (no model) | {reader_rate:,.0f} rows/s = {gbs:.2f} GB/s | | |")
+        print(f"| {name} | {max(r):,.0f} | {max(r) / best_mem:.0%} | {statistics.median(r):,.0f} | "
+              f"{statistics.median(r) / med_mem:.0%} |")
+    step = costs["training step (CLR input in RAM)"]
+    print(f"\ncost per batch of {args.batch_size} (best of 15, each piece alone):\n")
+    print("| piece | ms | vs the training step |")
+    print("|---|---:|---:|")
+    for name, c in costs.items():
+        print(f"| {name} | {c * 1e3:.1f} | {c / step:.1%} |")
+    print("\nthe stream alone (reader threads + tf.data, no model), page-cached matrix:\n")
+    print("| reader threads | rows/s | GB/s |")
+    print("|---:|---:|---:|")
+    for w, rate in reader_rates.items():
+        print(f"| {w} | {rate:,.0f} | {rate * reader.row_bytes / 1e9:.2f} |")
 
 
 # --------------------------------------------------------------------------- RSS
@@ -207,16 +266,15 @@ def rss(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="what", required=True)
+    sub = ap.add_subparsers(dest="what")  # none: throughput, then rss, with their defaults
     t = sub.add_parser("throughput")
     t.add_argument("--rows", type=int, default=40000)
     t.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     t.add_argument("--hidden", type=int, nargs="+", default=[1024, 512])
     t.add_argument("--latent", type=int, default=384)
     t.add_argument("--batch-size", type=int, default=1024)
-    t.add_argument("--steps", type=int, default=20, help="steps per epoch")
-    t.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is not timed)")
-    t.add_argument("--repeats", type=int, default=2)
+    t.add_argument("--steps", type=int, default=10, help="steps per round")
+    t.add_argument("--rounds", type=int, default=8)
     t.add_argument("--workers", type=int, default=2)
     t.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "kmer-vae-bench"))
     r = sub.add_parser("rss")
@@ -229,7 +287,11 @@ def main() -> None:
     r.add_argument("--epochs", type=int, default=2)
     r.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "kmer-vae-bench"))
     args = ap.parse_args()
-    throughput(args) if args.what == "throughput" else rss(args)
+    if args.what is None:
+        throughput(t.parse_args([]))
+        rss(r.parse_args([]))
+    else:
+        throughput(args) if args.what == "throughput" else rss(args)
 
 
 if __name__ == "__main__":

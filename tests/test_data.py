@@ -59,6 +59,8 @@ def test_reader_reads_any_sorted_rows(matrix):
             np.sort(rng.choice(1500, 300, replace=False)),  # random gaps, small and large
             np.array([0, 9, 10, 11, 40, 1499]),  # gaps of exactly 8 and more
             np.array([1499]),
+            # blocks from across the matrix, as a shuffled batch asks for them
+            np.concatenate([np.arange(500, 540), np.arange(10, 40), np.array([7, 9, 1200]), np.arange(1000, 1010)]),
         ]
         for rows in cases:
             out = aligned_empty((rows.shape[0], N_COLUMNS), x.dtype)

@@ -81,49 +81,47 @@ class MatrixReader:
             self._fd = os.open(path, os.O_RDONLY)
         except OSError as e:
             raise InputError(f"{path}: cannot read ({e.strerror})") from None
-        self._discard = np.empty(_MAX_GAP_ROWS * self.row_bytes, dtype=np.uint8)
+        # Shared by all threads: what lands in it is thrown away, so concurrent writes do not matter.
+        self._discard_view = memoryview(np.empty(_MAX_GAP_ROWS * self.row_bytes, dtype=np.uint8))
 
     @property
     def n_rows(self) -> int:
         return self.shape[0]
 
     def read(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """Read the sorted row numbers ``rows`` into ``out[:len(rows)]`` (C-contiguous, file dtype)."""
+        """Read rows ``rows`` (any order; ascending runs are read fastest) into ``out[:len(rows)]``.
+
+        ``out`` must be C-contiguous in the file's dtype. Each ascending stretch
+        of rows is one ``preadv``: runs of consecutive rows land in their place
+        in ``out``, gaps of up to 8 unwanted rows are read into a scratch buffer.
+        """
         n = rows.shape[0]
         if n == 0:
             return
+        if not out.flags.c_contiguous or out.dtype != self.dtype:
+            raise ValueError("out must be a C-contiguous array of the matrix dtype")
         buf = memoryview(out.reshape(-1).view(np.uint8))
         rb = self.row_bytes
-        # Split into segments at gaps too large to read through.
-        gaps = np.diff(rows) - 1
-        cuts = np.flatnonzero(gaps > _MAX_GAP_ROWS) + 1
-        seg_bounds = np.concatenate(([0], cuts, [n]))
-        for s in range(seg_bounds.shape[0] - 1):
-            lo, hi = int(seg_bounds[s]), int(seg_bounds[s + 1])
-            self._read_segment(rows, lo, hi, gaps, buf, rb)
-
-    def _read_segment(self, rows, lo, hi, gaps, buf, rb) -> None:
-        # One preadv per segment: runs of wanted rows go to their place in the
-        # output, the rows between them to a scratch buffer.
+        step = np.diff(rows)
+        brk = np.flatnonzero(step != 1)  # a run of consecutive rows ends after each of these
+        starts = [0] + (brk + 1).tolist()
+        ends = (brk + 1).tolist() + [n]
+        gaps = (step[brk] - 1).tolist()  # unwanted rows after each run but the last (< 0: a jump back)
         iov: list[memoryview] = []
-        file_pos = self.offset + int(rows[lo]) * rb
-        start_pos, nbytes = file_pos, 0
-        run_start = lo
-        for i in range(lo, hi):
-            last = i == hi - 1
-            g = 0 if last else int(gaps[i])
-            if last or g > 0:
-                iov.append(buf[run_start * rb : (i + 1) * rb])
-                nbytes += (i + 1 - run_start) * rb
-                if not last:
-                    iov.append(memoryview(self._discard)[: g * rb])
-                    nbytes += g * rb
-                run_start = i + 1
-                if len(iov) >= _IOV_MAX - 1 and not last:
-                    self._preadv(iov, start_pos, nbytes)
-                    start_pos += nbytes
-                    iov, nbytes = [], 0
-        self._preadv(iov, start_pos, nbytes)
+        pos, nbytes = self.offset + int(rows[0]) * rb, 0
+        for j, (s, e) in enumerate(zip(starts, ends)):
+            iov.append(buf[s * rb : e * rb])
+            nbytes += (e - s) * rb
+            if j == len(gaps):
+                break
+            g = gaps[j]
+            if 0 <= g <= _MAX_GAP_ROWS and len(iov) < _IOV_MAX - 1:
+                iov.append(self._discard_view[: g * rb])
+                nbytes += g * rb
+            else:
+                self._preadv(iov, pos, nbytes)
+                pos, iov, nbytes = self.offset + int(rows[e]) * rb, [], 0
+        self._preadv(iov, pos, nbytes)
 
     def _preadv(self, iov: list[memoryview], pos: int, nbytes: int) -> None:
         while True:
@@ -326,12 +324,9 @@ class RowStream:
         return self.plan.steps
 
     def _load(self, pieces: list[np.ndarray]) -> np.ndarray:
-        n = sum(p.shape[0] for p in pieces)
-        out = aligned_empty((n, self.reader.shape[1]), self.reader.dtype)
-        pos = 0
-        for p in pieces:
-            self.reader.read(p, out[pos : pos + p.shape[0]])
-            pos += p.shape[0]
+        rows = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        out = aligned_empty((rows.shape[0], self.reader.shape[1]), self.reader.dtype)
+        self.reader.read(rows, out)
         return out if self.transform is None else self.transform(out)
 
     def batches(self, first_epoch: int = 0, epochs: int | None = None, skip: int = 0) -> Iterator[np.ndarray]:

@@ -97,7 +97,10 @@ class VAE(keras.Model):
         return self.decoder(z, training=training), z_mean, z_log_var
 
     def _clr_of_rows(self, data):
-        return clr_ops(data[:, 1:]) if self.raw_rows else data
+        if not self.raw_rows:
+            return data
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        return keras.utils.pack_x_y_sample_weight(clr_ops(x[:, 1:]), y, sample_weight)
 
     def train_step(self, data):
         return super().train_step(self._clr_of_rows(data))

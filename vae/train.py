@@ -581,6 +581,7 @@ def train(opts: TrainOptions) -> TrainResult:
         log(f"train_vae: already trained {state.epoch} epochs (--epochs {opts.epochs}); raise --epochs to continue")
     else:
         train_ds = tf_dataset_from(train_stream, state.batches)
+        state.finished = False
         cb = _epoch_callback(opts, state, run_dir, log, monitor, steps, result)
         try:
             vae.fit(train_ds, epochs=opts.epochs, initial_epoch=state.epoch, steps_per_epoch=steps,
@@ -595,6 +596,11 @@ def train(opts: TrainOptions) -> TrainResult:
             raise TrainingInterrupted from None
         finally:
             cb.close_bar()
+        if cb.diverged:
+            log.close()
+            kept = (f"{os.path.join(run_dir, RESUME_DIR)} holds epoch {state.epoch}" if state.epoch
+                    else "no epoch was completed")
+            raise InputError(f"training diverged in epoch {state.epoch + 1} (loss not finite): lower --lr; {kept}")
     with _deferred_interrupt():
         save_models(vae, os.path.join(run_dir, FINAL_DIR))
         best_encoder = os.path.join(run_dir, BEST_DIR, "encoder.keras")
@@ -651,6 +657,7 @@ class _EpochLogic:
         self.monitor, self.steps, self.result = monitor, steps, result
         self._bar = None
         self._last_plot = -math.inf
+        self.diverged = False
         self._t0 = self._t_train = 0.0
 
     # -- progress
@@ -683,6 +690,11 @@ class _EpochLogic:
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         self.close_bar()
+        if not math.isfinite(float(logs.get("loss", math.nan))):
+            # Keep the last good checkpoint: nothing of this epoch is saved.
+            self.diverged = True
+            self.model.stop_training = True
+            return
         t_train = self._t_train or (time.perf_counter() - self._t0)
         kl_weight = float(self.model.kl_weight.numpy())
         lr_used = float(self.model.optimizer.learning_rate.numpy())

@@ -16,9 +16,42 @@ which are counted directly. That keeps the inner loop to one increment per base.
 from __future__ import annotations
 
 import itertools
+import sys
+import threading
 
 import numba
 import numpy as np
+
+_numba_lock = threading.Lock()
+_numba_ready = False
+
+
+def prepare_numba() -> None:
+    """Call before the first compiled kernel runs (cheap afterwards): spares ~0.3 s of start-up.
+
+    numba's first compile or cache load imports numba.np.arraymath, which imports all of
+    scipy.linalg only to learn whether a BLAS is there for np.dot-based inner products
+    (np.correlate/np.convolve) in jitted code. No kernel here uses them, so that probe is
+    made with scipy.linalg hidden; numba then uses its own loops for those two functions,
+    and scipy.linalg itself stays importable as usual.
+    """
+    global _numba_ready
+    if _numba_ready:
+        return
+    with _numba_lock:
+        if _numba_ready:
+            return
+        if "numba.np.arraymath" not in sys.modules and "scipy.linalg" not in sys.modules:
+            sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # import -> ImportError
+            try:
+                import numba.np.arraymath  # noqa: F401
+            except Exception:  # pragma: no cover - only a start-up optimisation
+                pass
+            finally:
+                if sys.modules.get("scipy.linalg", 0) is None:
+                    del sys.modules["scipy.linalg"]
+        _numba_ready = True
+
 
 K_MAX = 6
 K_ORDER: tuple[int, ...] = (6, 5, 4, 3, 2, 1)
@@ -91,19 +124,53 @@ for _i, _b in enumerate(b"ACGT"):
     BYTE_TO_CODE[_b + 32] = _i  # lowercase
 
 
-#: Below this many bases a sequence is counted directly (six increments a base);
-#: above it the prefix cascade's fixed cost (~10k operations) is cheaper.
-DIRECT_COUNT_MAX = 1000
+def _gather_index() -> tuple[np.ndarray, np.ndarray]:
+    """For every matrix column, the flat raw index of its k-mer and of its reverse complement.
+
+    A column's count is ``cnt[COL_FWD[j]] + cnt[COL_RC[j]]``; palindromes (and the
+    length column) point their second index at ``ZERO_SLOT``, a raw slot that is never
+    counted, so nothing is counted twice.
+    """
+    # uint16: unsigned indices spare the compiled gather numba's negative-index wraparound.
+    fwd = np.full(N_COLUMNS, ZERO_SLOT, dtype=np.uint16)
+    rc = np.full(N_COLUMNS, ZERO_SLOT, dtype=np.uint16)
+    for r in range(RAW_SIZE):
+        j = RAW_TO_COLUMN[r]
+        if fwd[j] == ZERO_SLOT:
+            fwd[j] = r
+        else:
+            rc[j] = r
+    return fwd, rc
+
+
+#: Raw slot that always holds 0 (the raw count arrays have RAW_SIZE + 1 slots).
+ZERO_SLOT = RAW_SIZE
+COL_FWD, COL_RC = _gather_index()
+#: Raw-code range [start, stop) of each group, in K_ORDER (the group totals are sums over it).
+GROUP_RAW = np.array([[RAW_OFFSET[k], RAW_OFFSET[k] + 4**k] for k in K_ORDER], dtype=np.int64)
+
+
+#: Up to this many bases a sequence is counted directly (up to six increments a base);
+#: above it, one increment a base plus the prefix cascade (~1,400 additions) is cheaper.
+#: Both paths give the same integer counts.
+DIRECT_COUNT_MAX = 300
 
 
 @numba.njit(nogil=True, cache=True)
-def _profile(codes, start, stop, raw, pref, counts, raw_to_column, raw_offset, group_bounds, out_row):
-    """Write the profile of ``codes[start:stop]`` into ``out_row``; ``raw``, ``pref``, ``counts`` are scratch."""
-    counts[:] = 0
+def _profile(codes, words, start, stop, cnt, pref, col_fwd, col_rc, raw_offset, group_bounds, group_raw, out_row):
+    """Write the profile of ``codes[start:stop]`` into ``out_row``.
+
+    ``words`` is ``codes`` seen as uint64 (eight codes a word). ``cnt`` (RAW_SIZE + 1,
+    last slot 0) receives the raw count of every k-mer code, ``pref`` (RAW_OFFSET[6])
+    is scratch. Returns the number of A/C/G/T bases.
+    """
+    bit2 = np.uint64(0x0404040404040404)  # bit 2 of a code is set only for 4 (invalid)
+    off6 = raw_offset[6]
+    cnt[: off6 + 4096] = 0
     n_valid = 0
-    code = 0
-    run = 0  # length of the current run of valid bases
     if stop - start <= DIRECT_COUNT_MAX:
+        code = 0
+        run = 0  # length of the current run of valid bases
         for i in range(start, stop):
             c = codes[i]
             if c < 4:
@@ -112,54 +179,87 @@ def _profile(codes, start, stop, raw, pref, counts, raw_to_column, raw_offset, g
                 n_valid += 1
                 top = run if run < 6 else 6
                 for k in range(1, top + 1):
-                    counts[raw_to_column[raw_offset[k] + (code & ((1 << (2 * k)) - 1))]] += 1
+                    cnt[raw_offset[k] + (code & ((1 << (2 * k)) - 1))] += 1
             else:
                 run = 0
                 code = 0
     else:
-        raw[:] = 0
-        off6 = raw_offset[6]
-        for i in range(start, stop + 1):
-            c = codes[i] if i < stop else 4
-            if c < 4:
-                code = ((code << 2) | c) & 4095
-                run += 1
-                n_valid += 1
-                if run >= 6:
-                    raw[off6 + code] += 1
-            elif run > 0:
-                # Run ends: its k-mers (k <= 5) that are not the prefix of a 6-mer
-                # lie in its last min(run, 5) bases; count those directly.
-                tail = run if run < 5 else 5
-                for k in range(1, tail + 1):
-                    mask = (1 << (2 * k)) - 1
-                    for j in range(tail - k + 1):
-                        raw[raw_offset[k] + ((code >> (2 * j)) & mask)] += 1
-                run = 0
-                code = 0
-        # Prefix cascade: the k-prefix of every 6-mer is a k-mer at the same position.
-        pref[:] = 0
-        pref[off6 : off6 + 4096] = raw[off6 : off6 + 4096]
-        for k in range(5, 0, -1):
-            hi = raw_offset[k + 1]
+        i = start
+        while i < stop:
+            # Skip characters that are not A/C/G/T; a run of valid bases starts at r0.
+            while i < stop and codes[i] >= 4:
+                i += 1
+            if i >= stop:
+                break
+            r0 = i
+            code = 0
+            while i < stop and i - r0 < 5:
+                c = codes[i]
+                if c >= 4:
+                    break
+                code = (code << 2) | c
+                i += 1
+            if i - r0 == 5:
+                # The hot loop: one 6-mer increment a base until the run ends. Up to the
+                # next multiple of 8 base by base, then eight bases a word (one test for
+                # an invalid code among them), then base by base again.
+                while i < stop and (i & 7) != 0:
+                    c = codes[i]
+                    if c >= 4:
+                        break
+                    code = ((code << 2) | c) & 4095
+                    cnt[off6 + code] += 1
+                    i += 1
+                if (i & 7) == 0:
+                    while i + 8 <= stop:
+                        w = words[i >> 3]
+                        if (w & bit2) != np.uint64(0):
+                            break
+                        for t in range(8):
+                            code = ((code << 2) | np.int64((w >> np.uint64(8 * t)) & np.uint64(3))) & 4095
+                            cnt[off6 + code] += 1
+                        i += 8
+                while i < stop:
+                    c = codes[i]
+                    if c >= 4:
+                        break
+                    code = ((code << 2) | c) & 4095
+                    cnt[off6 + code] += 1
+                    i += 1
+            run = i - r0
+            n_valid += run
+            # The run's k-mers (k <= 5) that are not the prefix of one of its 6-mers
+            # lie in its last min(run, 5) bases: count those directly.
+            tail = run if run < 5 else 5
+            for k in range(1, tail + 1):
+                mask = (1 << (2 * k)) - 1
+                for j in range(tail - k + 1):
+                    cnt[raw_offset[k] + ((code >> (2 * j)) & mask)] += 1
+        # Prefix cascade: the k-prefix of every 6-mer is a k-mer at the same position,
+        # so the (k)-prefix counts are sums of four (k+1)-prefix counts.
+        off5 = raw_offset[5]
+        for x in range(1024):
+            b = off6 + 4 * x
+            pref[off5 + x] = cnt[b] + cnt[b + 1] + cnt[b + 2] + cnt[b + 3]
+        for k in range(4, 0, -1):
             lo = raw_offset[k]
-            for c in range(1 << (2 * k + 2)):
-                pref[lo + (c >> 2)] += pref[hi + c]
+            hi = raw_offset[k + 1]
+            for x in range(1 << (2 * k)):
+                b = hi + 4 * x
+                pref[lo + x] = pref[b] + pref[b + 1] + pref[b + 2] + pref[b + 3]
         for r in range(off6):
-            counts[raw_to_column[r]] += raw[r] + pref[r]
-        for r in range(off6, off6 + 4096):
-            counts[raw_to_column[r]] += raw[r]
+            cnt[r] += pref[r]
     out_row[0] = n_valid
     for g in range(group_bounds.shape[0]):
+        total = 0
+        for r in range(group_raw[g, 0], group_raw[g, 1]):
+            total += cnt[r]
         lo = group_bounds[g, 0]
         hi = group_bounds[g, 1]
-        total = 0
-        for j in range(lo, hi):
-            total += counts[j]
         if total > 0:
             inv = 1.0 / total
             for j in range(lo, hi):
-                out_row[j] = counts[j] * inv
+                out_row[j] = (cnt[col_fwd[j]] + cnt[col_rc[j]]) * inv
         else:
             for j in range(lo, hi):
                 out_row[j] = 0.0
@@ -167,12 +267,47 @@ def _profile(codes, start, stop, raw, pref, counts, raw_to_column, raw_offset, g
 
 
 @numba.njit(nogil=True, cache=True)
-def _profiles(codes, starts, stops, raw_to_column, raw_offset, group_bounds, out):
-    raw = np.zeros(raw_to_column.shape[0], dtype=np.int64)
-    pref = np.zeros(raw_to_column.shape[0], dtype=np.int64)
-    counts = np.zeros(out.shape[1], dtype=np.int64)
+def _profiles(codes, words, starts, stops, col_fwd, col_rc, raw_offset, group_bounds, group_raw, out):
+    cnt = np.zeros(raw_offset[6] + 4096 + 1, dtype=np.int64)
+    pref = np.zeros(raw_offset[6], dtype=np.int64)
     for r in range(starts.shape[0]):
-        _profile(codes, starts[r], stops[r], raw, pref, counts, raw_to_column, raw_offset, group_bounds, out[r])
+        _profile(codes, words, starts[r], stops[r], cnt, pref, col_fwd, col_rc, raw_offset, group_bounds, group_raw, out[r])
+
+
+@numba.njit(nogil=True, cache=True)
+def _count_valid(codes, words, starts, stops, out):
+    # Codes are 0..4 and 4 (invalid) is the only one with bit 2 set, so eight codes at a
+    # time: add bit 2 of each byte into byte lanes (at most 255 words, so no lane
+    # overflows), then sum the lanes.
+    ones = np.uint64(0x0101010101010101)
+    lo16 = np.uint64(0x00FF00FF00FF00FF)
+    sum16 = np.uint64(0x0001000100010001)
+    for r in range(starts.shape[0]):
+        a = starts[r]
+        b = stops[r]
+        wa = (a + 7) // 8
+        wb = b // 8
+        n = 0
+        if wb - wa < 4:
+            for i in range(a, b):
+                n += codes[i] < 4
+            out[r] = n
+            continue
+        for i in range(a, wa * 8):
+            n += codes[i] < 4
+        for i in range(wb * 8, b):
+            n += codes[i] < 4
+        invalid = 0
+        k = wa
+        while k < wb:
+            stop = min(k + 255, wb)
+            acc = np.uint64(0)
+            for q in range(k, stop):
+                acc += (words[q] >> np.uint64(2)) & ones
+            acc = (acc & lo16) + ((acc >> np.uint64(8)) & lo16)
+            invalid += np.int64((acc * sum16) >> np.uint64(48))
+            k = stop
+        out[r] = n + (wb - wa) * 8 - invalid
 
 
 def profiles(codes: np.ndarray, starts: np.ndarray, stops: np.ndarray, dtype=np.float32) -> np.ndarray:
@@ -180,10 +315,24 @@ def profiles(codes: np.ndarray, starts: np.ndarray, stops: np.ndarray, dtype=np.
 
     Releases the GIL, so several threads can count at once.
     """
+    prepare_numba()
     starts = np.ascontiguousarray(starts, dtype=np.int64)
     stops = np.ascontiguousarray(stops, dtype=np.int64)
     out = np.empty((starts.shape[0], N_COLUMNS), dtype=dtype)
-    _profiles(codes, starts, stops, RAW_TO_COLUMN, RAW_OFFSET, GROUP_BOUNDS, out)
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    words = codes[: codes.shape[0] // 8 * 8].view(np.uint64)
+    _profiles(codes, words, starts, stops, COL_FWD, COL_RC, RAW_OFFSET, GROUP_BOUNDS, GROUP_RAW, out)
+    return out
+
+
+def count_valid(codes: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Number of A/C/G/T bases (codes < 4) in each piece ``codes[starts[i]:stops[i]]`` (int64)."""
+    prepare_numba()
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    stops = np.ascontiguousarray(stops, dtype=np.int64)
+    out = np.empty(starts.shape[0], dtype=np.int64)
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    _count_valid(codes, codes[: codes.shape[0] // 8 * 8].view(np.uint64), starts, stops, out)
     return out
 
 

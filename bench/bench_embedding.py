@@ -88,11 +88,13 @@ def main() -> None:
                             "inference_contigs_per_s": round(args.rows / t_infer), "file_to_file_contigs_per_s": round(args.rows / t_file)})
         a, b = (np.load(os.path.join(tmp, f"emb_{e}.npy")) for e in ("keras", "numpy"))
         diff = float(np.abs(a - b).max())
-    print(f"model {src}: latent {results[0]['latent']}, {args.rows:,} rows, batch {args.batch_size}, {os.cpu_count()} cores; "
-          f"max |keras - numpy| = {diff:.1e}")
+    load = os.getloadavg()[0]
+    print(f"model {src}: latent {results[0]['latent']}, {args.rows:,} rows, batch {args.batch_size}, {os.cpu_count()} cores "
+          f"(load average {load:.1f} at the end: other processes share them); max |keras - numpy| = {diff:.1e}")
     print(f"{'engine':<8}{'inference (contigs/s)':>24}{'file to file (contigs/s)':>28}")
     for r in results:
         r["max_abs_diff_keras_numpy"] = diff
+        r["load_average"] = round(load, 2)
         print(f"{r['engine']:<8}{r['inference_contigs_per_s']:>24,}{r['file_to_file_contigs_per_s']:>28,}")
     if args.json:
         with open(args.json, "a", encoding="utf-8") as fh:

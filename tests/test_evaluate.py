@@ -209,3 +209,22 @@ def test_evaluate_labels_cli(data, tmp_path, capsys):
     assert call_cli(evaluate_labels, ["-i", data / "kmers.npy", "-id", data / "kmers.txt", "-l", data / "missing.tsv",
                                       "-e", data / "lin.json"]) == 2
     assert "missing.tsv: no such file" in capsys.readouterr().err
+
+
+def test_bootstrap_ci_equals_explicit_resampling():
+    """The weighted shortcut gives the same CIs as expanding every bootstrap sample and asking scipy."""
+    rng = np.random.default_rng(3)
+    nq, k, n_boot = 12, 4, 30
+    dist = rng.random((nq, k))
+    mse = dist + rng.normal(0, 0.3, (nq, k))
+    p, s = ev.correlations(dist, mse, n_boot, seed=9)
+    counts = np.random.default_rng(9).multinomial(nq, np.full(nq, 1.0 / nq), size=n_boot)
+    ps, ss = [], []
+    for c in counts:
+        idx = np.repeat(np.arange(nq), c)
+        x, y = dist[idx].ravel(), mse[idx].ravel()
+        ps.append(stats.pearsonr(x, y)[0])
+        ss.append(stats.spearmanr(x, y)[0])
+    assert [p.low, p.high] == pytest.approx(list(np.percentile(ps, [2.5, 97.5])), abs=1e-9)
+    assert [s.low, s.high] == pytest.approx(list(np.percentile(ss, [2.5, 97.5])), abs=1e-9)
+    assert p.value == pytest.approx(stats.pearsonr(dist.ravel(), mse.ravel())[0], abs=1e-12)

@@ -266,6 +266,8 @@ def _embedding(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InputError("--batch-size must be >= 1")
+    if args.input == ["-"]:
+        args.input = None  # stdin: a .npy stream (FASTA must be a file, counted before embedding)
     kinds = [sniff_input(p) for p in args.input] if args.input else ["npy"]
     if "npy" in kinds and len(kinds) > 1:
         raise InputError("give one .npy matrix, or one or more FASTA files (concatenate matrices with concatenate_matrices)")

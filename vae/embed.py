@@ -463,6 +463,19 @@ def check_width(encoder: Encoder) -> None:
 # ---------------------------------------------------------------- embedding
 
 
+#: Rows the CLR transforms at once: ~2.8 MB of float32, so its several passes stay in cache
+#: (on a whole 4096-row batch it ran ~2x slower, memory-bound).
+_CLR_BLOCK = 256
+
+
+def clr_batch(rows: np.ndarray) -> np.ndarray:
+    """:func:`vae.transform.clr` of a batch, computed in cache-sized blocks into one float32 array."""
+    out = np.empty((rows.shape[0], N_FEATURES), dtype=np.float32)
+    for a in range(0, rows.shape[0], _CLR_BLOCK):
+        clr(rows[a : a + _CLR_BLOCK], out=out[a : a + _CLR_BLOCK])
+    return out
+
+
 def embed_rows(encoder: Encoder, rows: np.ndarray) -> np.ndarray:
     """(n, 1 + latent) float32: the length column, then z_mean of the CLR of the k-mer columns."""
     rows = np.asarray(rows)
@@ -471,7 +484,7 @@ def embed_rows(encoder: Encoder, rows: np.ndarray) -> np.ndarray:
     out = np.empty((rows.shape[0], 1 + encoder.latent), dtype=OUT_DTYPE)
     out[:, 0] = rows[:, LENGTH_COLUMN]
     if rows.shape[0]:
-        out[:, 1:] = encoder.z_mean(clr(rows))
+        out[:, 1:] = encoder.z_mean(clr_batch(rows))
     return out
 
 
@@ -489,7 +502,7 @@ def z_mean_of(encoder: Encoder, matrix: np.ndarray, rows: np.ndarray | None = No
             order = np.argsort(idx, kind="stable")
             block = np.empty((stop - start, matrix.shape[1]), dtype=matrix.dtype)
             block[order] = matrix[idx[order]]  # sorted reads: sequential-ish on disk
-        out[start:stop] = encoder.z_mean(clr(block))
+        out[start:stop] = encoder.z_mean(clr_batch(block))
     return out
 
 

@@ -290,10 +290,15 @@ def correlations(dist: np.ndarray, mse: np.ndarray, n_boot: int, seed: int) -> t
     lo_p = hi_p = lo_s = hi_s = math.nan
     if n_boot > 0 and nq > 1:
         rng = np.random.default_rng(seed)
-        counts = rng.multinomial(nq, np.full(nq, 1.0 / nq), size=n_boot).astype(np.float64)
-        w = np.repeat(counts, k, axis=1)  # (B, Q*K): every pair weighs its query's multiplicity
-        ps = _weighted_pearson(x, y, w)
-        ss = np.array([spearman_weighted(x, y, w[b], gx, gy) for b in range(n_boot)])
+        counts = rng.multinomial(nq, np.full(nq, 1.0 / nq), size=n_boot).astype(np.float64)  # (B, Q)
+        # Pearson from per-query sums (every pair weighs its query's multiplicity): (B, Q) @ (Q, 5).
+        xq, yq = x.reshape(nq, k), y.reshape(nq, k)
+        sums = counts @ np.stack([np.full(nq, float(k)), xq.sum(1), yq.sum(1), (xq * xq).sum(1), (yq * yq).sum(1),
+                                  (xq * yq).sum(1)], axis=1)
+        n_, sx, sy, sxx, syy, sxy = sums.T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ps = (sxy / n_ - sx * sy / n_**2) / np.sqrt(np.maximum(sxx / n_ - (sx / n_) ** 2, 0) * np.maximum(syy / n_ - (sy / n_) ** 2, 0))
+        ss = np.array([spearman_weighted(x, y, np.repeat(counts[b], k), gx, gy) for b in range(n_boot)])
         lo_p, hi_p = np.nanpercentile(ps, [2.5, 97.5])
         lo_s, hi_s = np.nanpercentile(ss, [2.5, 97.5])
     return Correlation(pearson, float(lo_p), float(hi_p)), Correlation(spearman, float(lo_s), float(hi_s))

@@ -34,7 +34,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
@@ -77,7 +77,6 @@ CURVES_FILE = "training_curves.png"
 RESUME_DIR = "resume"
 STATE_FILE = "state.json"
 BEST_DIR, FINAL_DIR = "best", "final"
-MODEL_FILES = ("vae", "encoder", "decoder")
 #: Validation rows (a fixed, seeded sample) on which the per-group MSE is reported each epoch.
 MONITOR_ROWS = 2048
 #: The curves are redrawn at most this often (seconds), and at the end.

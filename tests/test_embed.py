@@ -205,6 +205,13 @@ def test_error_messages(work, tmp_path, monkeypatch, capsys):
     np.save(bad, np.zeros((3, 10), np.float32))
     assert call_cli(embedding, ["-m", work / "tiny.json", "-i", bad, "-o", tmp_path / "e.npy", "--quiet"]) == 2
     assert "has 10 columns, expected 2773" in capsys.readouterr().err
+    # A folder: its encoder.keras (numpy engine: the export beside it), or a clear error.
+    (tmp_path / "run").mkdir()
+    for suffix in (".json", ".npz"):
+        (tmp_path / "run" / ("encoder" + suffix)).write_bytes((work / ("tiny" + suffix)).read_bytes())
+    assert embed.load_encoder(str(tmp_path / "run"), "auto").source.endswith("encoder.json")
+    with pytest.raises(InputError, match="a folder without encoder.keras"):
+        embed.load_encoder(str(tmp_path), "numpy")
     monkeypatch.setattr(embed, "DEFAULT_MODEL_DIR", tmp_path / "no_models")
     with pytest.raises(InputError, match="no default model"):
         embed.load_encoder(None, "numpy")

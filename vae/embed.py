@@ -419,6 +419,12 @@ def load_encoder(path: str | None = None, engine: str = "auto") -> Encoder:
     """
     if engine not in ENGINES:
         raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if path is not None and os.path.isdir(path):
+        # A run folder or Models/NAME/: its encoder.keras, else its portable export.
+        inside = [os.path.join(path, n) for n in (KERAS_NAME, SPEC_NAME) if os.path.exists(os.path.join(path, n))]
+        if not inside:
+            raise InputError(f"{path}: a folder without {KERAS_NAME} or {SPEC_NAME}")
+        path = inside[0]
     if path is not None and _is_portable(path):
         if engine == "keras":
             raise InputError(f"{path}: a portable export runs on the numpy engine only (use --engine numpy or auto)")

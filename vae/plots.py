@@ -216,11 +216,14 @@ def plot_density_difference(
     m = len(diffs)
     cols = min(m, 3)
     rows = int(np.ceil(m / cols))
-    fig = _figure(5.2 * cols + 0.8, 4.6 * rows + 0.6)
+    # Panels follow the map's aspect ratio, so the colour bars are as tall as the maps.
+    ratio = (extent[3] - extent[2]) / max(extent[1] - extent[0], 1e-12)
+    panel_h = float(np.clip(4.4 * ratio, 2.2, 6.5)) + 1.0
+    fig = _figure(5.8 * cols + 0.4, panel_h * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False)
+    # One robust symmetric range for every panel (comparable colours): a few extreme cells should not wash out the rest.
+    v = max(float(np.percentile(np.abs(d), 99.5)) for _, _, d in diffs) or max(float(np.abs(d).max()) for _, _, d in diffs) or 1e-12
     for ax, (first, second, d) in zip(axes.flat, diffs):
-        # A robust symmetric range: a few extreme cells should not wash out the rest.
-        v = float(np.percentile(np.abs(d), 99.5)) or float(np.abs(d).max()) or 1e-12
         im = ax.imshow(d.T, origin="lower", extent=extent, cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto", interpolation="nearest")
         fig.colorbar(im, ax=ax, shrink=0.85, label=f"density {first} − density {second} (fraction per bin)")
         ax.set_title(f"{first} − {second}\nred: more {first}, blue: more {second}", fontsize=10)

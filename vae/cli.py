@@ -573,8 +573,8 @@ def _write_json(path: str, obj: dict) -> None:
 def tsne_parser() -> argparse.ArgumentParser:
     p = _explore_parser(
         "tsne",
-        "2-D t-SNE map of an embeddings matrix (openTSNE, FFT-accelerated, all cores): writes the\n"
-        "coordinates (N, 2) .npy, rows aligned with the IDs, a PNG of the map (coloured by log10 contig\n"
+        "2-D t-SNE map of an embeddings matrix (openTSNE: FFT-accelerated from 10k points, Barnes-Hut\n"
+        "below; all cores): writes the coordinates (N, 2) .npy, rows aligned with the IDs, a PNG of the map (coloured by log10 contig\n"
         "length when the matrix has a length column), and the settings and timings as JSON.\n\n"
         "Defaults scale to millions of points: PCA initialisation, learning rate N/exaggeration,\n"
         "exaggeration rising from 1 (<=100k points) to 4 (>=1M). To save memory at millions of\n"

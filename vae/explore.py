@@ -138,6 +138,10 @@ def auto_exaggeration(n: int) -> float:
     return float(min(4.0, 1.0 + 3.0 * math.log10(n / 100_000)))
 
 
+#: Below this many points t-SNE uses Barnes-Hut gradients, FFT at and above.
+BH_MAX_POINTS = 10_000
+
+
 def tsne_settings(
     n: int,
     *,
@@ -188,7 +192,9 @@ def tsne_settings(
         "learning_rate": "auto (N / exaggeration of the phase)",
         "initialization": initialization,
         "pca_dims": int(pca_dims),
-        "negative_gradient_method": "fft",
+        # FFT's interpolation grid has a fixed cost per iteration that dominates
+        # below ~10k points; Barnes-Hut is faster there (openTSNE's own rule).
+        "negative_gradient_method": "fft" if n >= BH_MAX_POINTS else "bh",
         "threads": n_threads(threads),
         "seed": int(seed),
     }
@@ -204,7 +210,7 @@ def reduce_pca(x: np.ndarray, dims: int, seed: int = 42) -> np.ndarray:
 
 
 def run_tsne(x: np.ndarray, *, quiet: bool = False, progress: bool = True, **settings) -> np.ndarray:
-    """2-D t-SNE (openTSNE, FFT-accelerated) of the rows of ``x``; returns (N, 2) float32 coordinates.
+    """2-D t-SNE (openTSNE; FFT-accelerated from BH_MAX_POINTS points, Barnes-Hut below) of the rows of ``x``; returns (N, 2) float32 coordinates.
 
     Keyword settings are those of :func:`tsne_settings` (perplexity, affinity,
     k_neighbors, neighbors, exaggeration, n_iter, threads, seed ...). Stage
@@ -234,7 +240,7 @@ def run_tsne(x: np.ndarray, *, quiet: bool = False, progress: bool = True, **set
     else:
         init = init_mod.random(x.shape[0], n_components=2, random_state=seed)
     del x
-    emb = TSNEEmbedding(init, P, negative_gradient_method="fft", n_jobs=jobs, random_state=seed)
+    emb = TSNEEmbedding(init, P, negative_gradient_method=s["negative_gradient_method"], n_jobs=jobs, random_state=seed)
 
     total = s["early_exaggeration_iter"] + s["n_iter"]
     bar = None

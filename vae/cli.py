@@ -59,7 +59,12 @@ def _positive_int(text: str) -> int:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Keeps the description's line breaks; shows defaults only where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == [] or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -534,19 +539,6 @@ def evaluate_labels(argv: Argv = None) -> int:
 # --------------------------------------------------------------------------- exploration (issue 5)
 
 
-class _ExploreFormatter(_Formatter):
-    """Shows defaults only where there is one worth showing (not None, False or [])."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or action.default == [] or action.default is argparse.SUPPRESS:
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
-def _explore_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=_ExploreFormatter)
-
-
 def _stem(path: str, *suffixes: str) -> str:
     for s in suffixes:
         if path.endswith(s):
@@ -560,22 +552,13 @@ def _add_plot_args(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--pdf", action="store_true", help="also write each figure as PDF (same name, .pdf)")
 
 
-def _write_json(path: str, obj: dict) -> None:
-    import json
-
-    from .matrix import atomic_text
-
-    with atomic_text(path) as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-
-
 def tsne_parser() -> argparse.ArgumentParser:
-    p = _explore_parser(
+    p = _parser(
         "tsne",
         "2-D t-SNE map of an embeddings matrix (openTSNE: FFT-accelerated from 10k points, Barnes-Hut\n"
-        "below; all cores): writes the coordinates (N, 2) .npy, rows aligned with the IDs, a PNG of the map (coloured by log10 contig\n"
-        "length when the matrix has a length column), and the settings and timings as JSON.\n\n"
+        "below; all cores): writes the coordinates (N, 2) .npy, rows aligned with the IDs, a PNG of\n"
+        "the map (coloured by log10 contig length when the matrix has a length column), and the\n"
+        "settings and timings as JSON.\n\n"
         "Defaults scale to millions of points: PCA initialisation, learning rate N/exaggeration,\n"
         "exaggeration rising from 1 (<=100k points) to 4 (>=1M). To save memory at millions of\n"
         "points use --affinity uniform --k-neighbors 15 (15 instead of 90 neighbours per point).\n\n"
@@ -655,7 +638,7 @@ def _tsne(args: argparse.Namespace) -> int:
     info = {"input": os.path.abspath(args.embeddings), "n_input_rows": len(emb), "latent_dims": emb.z.shape[1],
             "subsampled_rows": None if rows is None else int(rows.size), "settings": resolved, "seconds": round(seconds, 1),
             "peak_rss_gb": round(_peak_rss_gb(), 2)}
-    _write_json(stem + ".json", info)
+    _emit_json(stem + ".json", info)
     print(f"tsne: {coords.shape[0]:,} points in {seconds:.1f} s (peak memory {info['peak_rss_gb']:.1f} GB) -> "
           f"{', '.join([args.output] + written + [stem + '.json'])}", file=sys.stderr)
     return 0
@@ -675,7 +658,7 @@ def tsne(argv: Argv = None) -> int:
 
 
 def cluster_parser() -> argparse.ArgumentParser:
-    p = _explore_parser(
+    p = _parser(
         "cluster",
         "HDBSCAN clusters of a t-SNE map (default) or of the latent vectors (--space latent).\n"
         "Writes ID<TAB>cluster (noise = -1; clusters numbered by decreasing size), a JSON summary\n"
@@ -746,7 +729,7 @@ def _cluster(args: argparse.Namespace) -> int:
         written += plot_clusters(coords, labels, png, pdf=args.pdf,
                                  title=f"HDBSCAN on the {'t-SNE map' if args.space == 'tsne' else 'latent space'}: "
                                        f"{summary['n_clusters']:,} clusters, {summary['noise_fraction']:.1%} noise (N = {n:,})")
-    _write_json(summary_path, summary)
+    _emit_json(summary_path, summary)
     write_cluster_tsv(args.output, ids, labels)  # last: the main output appears only when all else is done
     print(f"cluster: {format_cluster_summary(summary)} ({seconds:.1f} s) -> {', '.join(written)}", file=sys.stderr)
     return 0
@@ -758,7 +741,7 @@ def cluster(argv: Argv = None) -> int:
 
 
 def compare_groups_parser() -> argparse.ArgumentParser:
-    p = _explore_parser(
+    p = _parser(
         "compare_groups",
         "Compare groups of contigs (e.g. samples) over one t-SNE map. Writes PREFIX.density.png (the\n"
         "difference of the groups' normalised 2-D densities on a diverging colour map: for two groups\n"
@@ -831,7 +814,7 @@ def compare_groups(argv: Argv = None) -> int:
 
 
 def query_neighbors_parser() -> argparse.ArgumentParser:
-    p = _explore_parser(
+    p = _parser(
         "query_neighbors",
         "The k nearest contigs of given contigs (by ID) or of new sequences (FASTA, embedded with an\n"
         "encoder), from an index built once over an embeddings matrix. Exact NumPy search below 50,000\n"

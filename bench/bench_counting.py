@@ -8,19 +8,26 @@ Not a test: a script that prints a Markdown table. It
    complemented, 1 % random substitutions, a few N runs; seeded), plain and gzip
    (level 6), cached in a work folder outside the repository;
 2. runs the real command (the installed console script, as a user runs it) as a
-   subprocess for plain/gzip x 1/2 worker threads, several times each, and reads the
-   child's own wall time, CPU time (user + sys) and peak RSS from ``os.wait4``;
+   subprocess for plain/gzip x 1/2 worker threads, several times each, round-robin,
+   and reads the child's own wall time, CPU time (user + sys) and peak RSS from
+   ``os.wait4`` (in a small launcher process, so the peak RSS is the command's own);
 3. repeats at a size an order of magnitude smaller, to show that peak RSS does not
-   grow with the input, and times the start-up on a tiny input.
+   grow with the input, times the start-up on a tiny input, compares gzip
+   decompressors, and times each stage of the pipeline in one thread (CPU time).
 
     python bench/bench_counting.py                 # 200 Mbp and 20 Mbp, 3 repeats
-    python bench/bench_counting.py --size-mbp 1000 --repeats 2 --out results/
+    python bench/bench_counting.py --size-mbp 1000 --repeats 3 --out results/
+
+On a shared machine each run first waits (up to --quiet-wait seconds in all) for the
+cores to be --min-idle idle, and the input is read once just before each run so that
+it comes from the page cache: the figures are about counting, not the disk.
 
 Figures: "wall" is the child's whole life (interpreter start, imports, numba cache
 load, counting, writing); "pipeline" is the time the command itself reports for the
-counting (the same minus start-up), so a short benchmark is not dominated by the
-~0.5 s start. "Mbp/s per worker" = pipeline Mbp/s / worker threads; "Mbp per CPU-s" =
-Mbp / (user + sys CPU seconds of the whole process, reader thread and start-up included).
+counting (kernels loaded, reading to fsync), so a short benchmark is not dominated by
+the ~0.5 s start. "Mbp/s per worker" = pipeline Mbp/s / worker threads; "Mbp per
+CPU-s" = Mbp / (user + sys CPU seconds of the whole process, reader and start-up
+included). ``--threads 1`` counts in the main thread: one worker is one core.
 """
 from __future__ import annotations
 
@@ -207,8 +214,18 @@ def wait_for_quiet(budget: list[float], min_idle: float) -> float:
     return idle
 
 
+def read_through(path: str) -> None:
+    """Read a file once so that the run after it finds it in the page cache (this machine's
+    kernel reclaims idle cache within minutes): the runs measure counting, not the disk."""
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(4 << 20)
+        while fh.readinto(buf):
+            pass
+
+
 def run_once(cmd: list[str], inp: str, threads: int, outdir: Path) -> dict:
     """Run the command once; the child's wall, CPU (user+sys) and peak RSS via os.wait4 in a launcher."""
+    read_through(inp)
     ids, mat = outdir / "ids.txt", outdir / "kmers.npy"
     argv = cmd + ["-i", inp, "-id", str(ids), "-k", str(mat), "--threads", str(threads)]
     err = outdir / "stderr.txt"
@@ -385,7 +402,7 @@ def markdown(results: list[dict], meta: dict, small: dict | None, start: dict, r
         f"Input: {meta['contigs']:,} contigs, {meta['bases'] / 1e6:.0f} Mbp (2-200 kbp log-uniform, median {meta['median_length'] / 1e3:.0f} kbp), "
         f"plain {meta['plain_bytes'] / 1e6:.0f} MB, gzip -6 {meta['gzip_bytes'] / 1e6:.0f} MB"
         + (f"; small input {small['bases'] / 1e6:.0f} Mbp ({small['contigs']:,} contigs)." if small else "."),
-        f"Best of {args.repeats} round-robin runs per row. pipeline = counting time the command reports (start-up excluded); "
+        f"Inputs read once before each run (page cache warm). Best of {args.repeats} round-robin runs per row. pipeline = counting time the command reports (start-up excluded); "
         "wall = the whole process; CPU = user+sys of the whole process (start-up included); "
         f"counting CPU = CPU minus the {start['cpu']:.2f} s a 1 kbp input takes; speed-up = vs 1 worker, best and median of per-round ratios.",
         "",

@@ -45,14 +45,6 @@ def open_binary(path: str) -> BinaryIO:
     return raw
 
 
-def _read(stream: BinaryIO, n: int, name: str) -> bytes:
-    try:
-        return stream.read(n)
-    except (EOFError, OSError) as e:
-        # isal raises EOFError on a truncated stream, OSError/BadGzipFile on corrupt data.
-        raise InputError(f"{name}: damaged or truncated gzip data ({e})") from None
-
-
 def _readinto(stream: BinaryIO, view: memoryview, name: str) -> int:
     try:
         return stream.readinto(view) or 0

@@ -258,7 +258,7 @@ def embedding_parser() -> argparse.ArgumentParser:
                    help="FASTA input: cut sequences of length >= L into floor(len/L) equal pieces (IDs id.1, id.2, ...)")
     p.add_argument("--threads", type=_positive_int, default=0, help="FASTA input: counting threads (0 = all cores)")
     p.add_argument("--tmp-dir", metavar="DIR",
-                   help="FASTA input: where the temporary k-mer matrix goes (~11 KB a contig; default beside the output)")
+                   help="FASTA input written to stdout: where the embeddings wait until counting ends (~1.5 KB a contig at latent 384; default: the system's temp folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

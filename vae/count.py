@@ -16,7 +16,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -82,7 +82,9 @@ def chop_pieces(length: int, chop: int) -> list[tuple[int, int]]:
 
 
 @dataclass
-class _BlockResult:
+class BlockResult:
+    """One block's rows and their IDs, in input order, and what the block held."""
+
     ids: list[str]
     rows: np.ndarray
     records: int
@@ -92,7 +94,7 @@ class _BlockResult:
     input_bytes: int
 
 
-def _count_block(buf: bytes, name: str, opts: CountOptions) -> _BlockResult:
+def _count_block(buf: bytes, name: str, opts: CountOptions) -> BlockResult:
     block = parse_block(buf, name)
     record_bases = count_valid(block.codes, block.seq_start, block.seq_end)  # A/C/G/T bases a record
     starts: list[int] = []
@@ -119,7 +121,7 @@ def _count_block(buf: bytes, name: str, opts: CountOptions) -> _BlockResult:
         # float16 tops out at 65504: the length column saturates there rather than becoming inf.
         np.minimum(rows[:, 0], FLOAT16_MAX, out=rows[:, 0])
         rows = rows.astype(np.float16)
-    return _BlockResult(row_ids, rows, len(block), skipped, bases, empty, len(buf))
+    return BlockResult(row_ids, rows, len(block), skipped, bases, empty, len(buf))
 
 
 def _keep_freed_memory() -> None:
@@ -166,14 +168,8 @@ class _InlineExecutor:
         return None
 
 
-def count_files(
-    inputs: Sequence[str],
-    ids_path: str,
-    matrix_path: str,
-    opts: CountOptions,
-    progress: Callable[[int, int, int], None] | None = None,
-) -> CountStats:
-    """Count every input in order into ``matrix_path`` (N, 2773) and ``ids_path``; returns stats."""
+def check_options(inputs: Sequence[str], opts: CountOptions) -> None:
+    """Fail early, with one clear line, on options or inputs that cannot work."""
     if opts.dtype not in ("float32", "float16"):
         raise InputError(f"--dtype must be float32 or float16, not {opts.dtype}")
     if opts.chop < 0 or opts.min_length < 0:
@@ -185,25 +181,29 @@ def count_files(
     for p in inputs:
         if p != "-" and not os.path.exists(p):
             raise InputError(f"{p}: no such file")
-    check_output_dir(matrix_path)
-    check_output_dir(ids_path)
+
+
+def iter_counted(inputs: Sequence[str], opts: CountOptions, stats: CountStats,
+                 progress: Callable[[int, int, int], None] | None = None) -> Iterator[BlockResult]:
+    """Count every input in order, yielding each block's rows and IDs in input order; updates ``stats``.
+
+    At most ``2 * threads`` blocks are in flight, so memory does not grow with the
+    input. ``stats.seconds`` is set when the generator is exhausted.
+    """
+    check_options(inputs, opts)
     threads = opts.threads or os.cpu_count() or 1
-    stats = CountStats(files=list(inputs))
     _keep_freed_memory()
     # Load the compiled kernels (numba's cache, ~0.3 s) before the clock starts, so the
     # summary's rate is the counting rate; the whole command's time includes it anyway.
     _count_block(bytearray(b">warm-up\nACGTACGT\n"), "warm-up", opts)
     t0 = time.perf_counter()
-    dtype = np.dtype(opts.dtype)
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="count") if threads > 1 else _InlineExecutor()
-    with NpyStreamWriter(matrix_path, N_COLUMNS, dtype) as writer, atomic_text(ids_path) as id_fh, executor as pool:
+    with executor as pool:
         pending: deque = deque()
 
-        def drain(limit: int) -> None:
+        def done(limit: int) -> Iterator[BlockResult]:
             while len(pending) > limit:
-                r: _BlockResult = pending.popleft().result()
-                writer.write(r.rows)
-                id_fh.writelines(i + "\n" for i in r.ids)
+                r: BlockResult = pending.popleft().result()
                 stats.records += r.records
                 stats.rows += len(r.ids)
                 stats.skipped_short += r.skipped_short
@@ -212,20 +212,39 @@ def count_files(
                 stats.input_bytes += r.input_bytes
                 if progress is not None:
                     progress(r.records, r.bases, r.input_bytes)
+                yield r
 
         try:
             for path in inputs:
                 name = "stdin" if path == "-" else path
                 for buf in iter_blocks(path, opts.block_size, max_records=MAX_ROWS_PER_BLOCK):
                     pending.append(pool.submit(_count_block, buf, name, opts))
-                    drain(2 * threads)
-            drain(0)
+                    yield from done(2 * threads)
+            yield from done(0)
         except BaseException:
             for f in pending:
                 f.cancel()
             raise
+    stats.seconds = time.perf_counter() - t0
+
+
+def count_files(
+    inputs: Sequence[str],
+    ids_path: str,
+    matrix_path: str,
+    opts: CountOptions,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> CountStats:
+    """Count every input in order into ``matrix_path`` (N, 2773) and ``ids_path``; returns stats."""
+    check_options(inputs, opts)
+    check_output_dir(matrix_path)
+    check_output_dir(ids_path)
+    stats = CountStats(files=list(inputs))
+    with NpyStreamWriter(matrix_path, N_COLUMNS, np.dtype(opts.dtype)) as writer, atomic_text(ids_path) as id_fh:
+        for block in iter_counted(inputs, opts, stats, progress):
+            writer.write(block.rows)
+            id_fh.writelines(i + "\n" for i in block.ids)
         if stats.rows == 0:
             raise InputError("no sequences were counted (all inputs empty or shorter than --min-length)")
         writer.commit()
-    stats.seconds = time.perf_counter() - t0
     return stats

@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import InputError
 from .kmers import LENGTH_COLUMN, N_COLUMNS, N_FEATURES
-from .matrix import NpyStreamWriter, check_output_dir, open_matrix, temp_path_for
+from .matrix import NpyStreamWriter, atomic_text, check_output_dir, open_matrix, temp_path_for
 from .transform import clr
 
 #: The repository checkout (Models/ lies beside the vae/ package).
@@ -689,36 +689,46 @@ def _move_into_place(src: str, dst: str) -> None:
 def embed_fasta(encoder: Encoder, inputs: Sequence[str], out: str | BinaryIO, ids_path: str, count_opts=None,
                 batch_size: int = DEFAULT_BATCH, tmp_dir: str | None = None,
                 count_progress=None, progress: Callable[[int], None] | None = None) -> int:
-    """Count FASTA ``inputs`` with :func:`vae.count.count_files`, then embed; IDs to ``ids_path``.
+    """Count FASTA ``inputs`` and embed each counted block as it comes; IDs to ``ids_path``; returns rows.
 
-    The k-mer matrix is a temporary file (about 11 KB a contig in ``tmp_dir``,
-    default beside the output) removed afterwards; the IDs file is renamed into
-    place only once the embeddings are complete.
+    No k-mer matrix is written. A file output is written under a temporary name
+    and renamed when complete. A stream output (stdout) must state the row count
+    in its .npy header first, so there the embeddings (1.5 KB a contig at latent
+    384) wait in a temporary file in ``tmp_dir`` until counting is done.
     """
-    from .count import CountOptions, count_files
+    from .count import CountOptions, CountStats, iter_counted
 
     check_width(encoder)
     check_output_dir(ids_path)
-    if isinstance(out, str):
+    opts = count_opts or CountOptions()
+    stats = CountStats(files=list(inputs))
+    to_stream = not isinstance(out, str)
+    work = tempfile.mkdtemp(prefix=".embedding-", dir=tmp_dir) if to_stream else None
+    if not to_stream:
         check_output_dir(out)
-    where = tmp_dir or (os.path.dirname(os.path.abspath(out)) if isinstance(out, str) else None)
-    work = tempfile.mkdtemp(prefix=".embedding-", dir=where)
+    target = os.path.join(work, "emb.npy") if to_stream else out
+    ids_target = os.path.join(work, "ids.txt") if to_stream else ids_path
     try:
-        kmers, ids_tmp = os.path.join(work, "kmers.npy"), os.path.join(work, "ids.txt")
-        count_files(list(inputs), ids_tmp, kmers, count_opts or CountOptions(), progress=count_progress)
-        if isinstance(out, str):
-            n = embed_matrix_file(encoder, kmers, out, batch_size, progress)
-        else:
-            matrix = open_matrix(kmers)
-            w = _StreamNpyWriter(out, matrix.shape[0], 1 + encoder.latent)
-            for emb in iter_embeddings(encoder, _iter_memmap(matrix, batch_size)):
-                w.write(emb)
-                if progress is not None:
-                    progress(emb.shape[0])
+        with NpyStreamWriter(target, 1 + encoder.latent, OUT_DTYPE) as w, atomic_text(ids_target) as id_fh:
+            for block in iter_counted(list(inputs), opts, stats, count_progress):
+                for a in range(0, block.rows.shape[0], batch_size):
+                    emb = embed_rows(encoder, block.rows[a : a + batch_size])
+                    w.write(emb)
+                    if progress is not None:
+                        progress(emb.shape[0])
+                id_fh.writelines(i + "\n" for i in block.ids)
+            if stats.rows == 0:
+                raise InputError("no sequences were counted (all inputs empty or shorter than --min-length)")
             w.commit()
-            n = matrix.shape[0]
-            del matrix
-        _move_into_place(ids_tmp, ids_path)
-        return n
+        if to_stream:
+            emb_all = np.load(target, mmap_mode="r", allow_pickle=False)
+            sw = _StreamNpyWriter(out, emb_all.shape[0], emb_all.shape[1])
+            for a in range(0, emb_all.shape[0], batch_size):
+                sw.write(np.asarray(emb_all[a : a + batch_size]))
+            sw.commit()
+            del emb_all
+            _move_into_place(ids_target, ids_path)
+        return stats.rows
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)

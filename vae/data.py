@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import InputError
-from .matrix import ALLOWED_DTYPES, open_matrix
+from .matrix import ALLOWED_DTYPES, atomic_path, open_matrix
 
 #: Consecutive train rows read together: big enough that a read is one large
 #: syscall (~170 kB of float32), small enough that a batch mixes ~32 places.
@@ -180,10 +180,9 @@ class Split:
 
     def save(self, path: str) -> None:
         """Write as `.npz` (atomically: temporary name, then rename)."""
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, train=self.train, val=self.val, n_rows=np.int64(self.n_rows), seed=np.int64(self.seed),
-                 val_fraction=np.float64(self.val_fraction), max_samples=np.int64(self.max_samples))
-        os.replace(tmp, path)
+        with atomic_path(path, ".npz") as tmp:
+            np.savez(tmp, train=self.train, val=self.val, n_rows=np.int64(self.n_rows), seed=np.int64(self.seed),
+                     val_fraction=np.float64(self.val_fraction), max_samples=np.int64(self.max_samples))
 
 
 def make_split(n_rows: int, val_fraction: float, seed: int, max_samples: int = 0) -> Split:

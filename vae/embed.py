@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import InputError
 from .kmers import LENGTH_COLUMN, N_COLUMNS, N_FEATURES
-from .matrix import NpyStreamWriter, atomic_text, check_output_dir, open_matrix, temp_path_for
+from .matrix import NpyStreamWriter, atomic_path, atomic_text, check_output_dir, open_matrix
 from .transform import clr
 
 #: The repository checkout (Models/ lies beside the vae/ package).
@@ -365,20 +365,13 @@ def export_encoder(keras_path: str, out_path: str | None = None) -> tuple[str, s
     spec["source_sha256"] = file_sha256(keras_path)
     spec_path, weights_path = portable_paths(out_path or keras_path)
     check_output_dir(spec_path)
-    tmp_w = weights_path + f".tmp-{os.getpid()}.npz"
-    tmp_s = spec_path + f".tmp-{os.getpid()}"
-    try:
+    # Weights first: a spec is only ever in place beside the weights whose checksum it names.
+    with atomic_path(weights_path, ".npz") as tmp_w:
         np.savez(tmp_w, **arrays)
         spec["weights_sha256"] = file_sha256(tmp_w)
-        with open(tmp_s, "w", encoding="utf-8") as fh:
-            json.dump(spec, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp_w, weights_path)
-        os.replace(tmp_s, spec_path)
-    finally:
-        for p in (tmp_w, tmp_s):
-            if os.path.exists(p):
-                os.unlink(p)
+    with atomic_text(spec_path) as fh:
+        json.dump(spec, fh, indent=1)
+        fh.write("\n")
     return spec_path, weights_path
 
 
@@ -677,13 +670,8 @@ def _move_into_place(src: str, dst: str) -> None:
     try:
         os.replace(src, dst)
     except OSError:
-        tmp = temp_path_for(dst)
-        try:
+        with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
 
 def embed_fasta(encoder: Encoder, inputs: Sequence[str], out: str | BinaryIO, ids_path: str, count_opts=None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -35,10 +34,25 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     return b"\x93NUMPY\x01\x00" + (_HEADER_LEN - 10).to_bytes(2, "little") + body + b" " * pad + b"\n"
 
 
-def temp_path_for(path: str) -> str:
-    """A hidden temporary name beside ``path`` (same filesystem, so the final rename is atomic)."""
+def temp_path_for(path: str, suffix: str = "") -> str:
+    """A hidden temporary name beside ``path`` (same filesystem, so the final rename is atomic).
+
+    ``suffix`` is for writers that insist on an extension (Keras: ``.keras``, ``np.savez``: ``.npz``).
+    """
     d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.tmp-{os.getpid()}")
+    return os.path.join(d, f".{base}.tmp-{os.getpid()}{suffix}")
+
+
+@contextmanager
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path beside ``path``; rename it into place on success, remove it on any failure."""
+    tmp = temp_path_for(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def check_output_dir(path: str) -> None:
@@ -99,17 +113,8 @@ class NpyStreamWriter:
 @contextmanager
 def atomic_text(path: str) -> Iterator:
     """Write a text file under a temporary name and rename it into place on success."""
-    tmp = temp_path_for(path)
-    fh = open(tmp, "w", encoding="utf-8", newline="\n")
-    try:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
         yield fh
-        fh.close()
-        os.replace(tmp, path)
-    except BaseException:
-        fh.close()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_ids(path: str) -> list[str]:

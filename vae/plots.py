@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .errors import InputError
-from .matrix import check_output_dir, temp_path_for
+from .matrix import atomic_path, check_output_dir
 
 #: Above this many points maps are drawn as hexbin densities rather than scatter plots.
 HEXBIN_ABOVE = 200_000
@@ -40,14 +40,8 @@ def save_figure(fig: Figure, path: str, pdf: bool = False) -> list[str]:
         targets.append((os.path.splitext(path)[0] + ".pdf", "pdf"))
     written = []
     for target, fmt in targets:
-        tmp = temp_path_for(target)
-        try:
+        with atomic_path(target, "." + fmt) as tmp:
             fig.savefig(tmp, format=fmt, dpi=DPI, facecolor="white")
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         written.append(target)
     return written
 

@@ -42,7 +42,7 @@ from . import __version__
 from .data import SPLIT_FILE, BatchPlan, MatrixReader, RowStream, check_values, load_split, make_split, tf_dataset
 from .errors import InputError
 from .kmers import FEATURE_SLICES, K_ORDER
-from .matrix import atomic_text
+from .matrix import atomic_path, atomic_text
 
 @contextmanager
 def _quiet_fd2() -> Iterator[None]:
@@ -240,20 +240,13 @@ def _deferred_interrupt() -> Iterator[None]:
 
 def _atomic_save(model, path: str) -> None:
     # Keras insists on the .keras suffix, so the temporary name keeps it.
-    d, base = os.path.split(path)
-    tmp = os.path.join(d, f".{base[:-6]}.tmp-{os.getpid()}.keras")
-    try:
+    with atomic_path(path, ".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _atomic_copy(src: str, dst: str) -> None:
-    tmp = f"{dst}.tmp-{os.getpid()}"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def save_models(vae, folder: str) -> None:
@@ -407,10 +400,9 @@ def plot_curves(history_path: str, out_path: str, warmup_epochs: int, monitor_ro
         if a is ax[0, 0] or a is ax[1, 0]:
             a.legend(fontsize=8, loc="upper right")
     fig.suptitle("train_vae (dashed line: end of KL warm-up)")
-    tmp = out_path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(out_path, ".png") as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, out_path)
 
 
 # --------------------------------------------------------------------------- training

@@ -32,16 +32,13 @@ from typing import BinaryIO, Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from .errors import InputError
+from .artifacts import KERAS_NAME, SPEC_NAME, WEIGHTS_NAME, shipped_model_dir
 from .kmers import LENGTH_COLUMN, N_COLUMNS, N_FEATURES
 from .matrix import NpyStreamWriter, atomic_path, atomic_text, check_output_dir, open_matrix
 from .transform import clr
 
-#: The repository checkout (Models/ lies beside the vae/ package).
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO_ROOT / "Models" / "default"
-KERAS_NAME = "encoder.keras"
-WEIGHTS_NAME = "encoder.npz"
-SPEC_NAME = "encoder.json"
+#: The shipped model (package data; vae.artifacts owns the lookup and the file names).
+DEFAULT_MODEL_DIR = shipped_model_dir()
 PORTABLE_FORMAT = "kmer-vae-portable-encoder"
 PORTABLE_VERSION = 1
 #: Rows per inference batch: large enough that the matmuls dominate, small enough for a laptop (~50 MB of input).
@@ -88,10 +85,10 @@ def _load_keras_model(path: str):
     if not keras_available():
         raise InputError(f"{path}: the keras engine needs TensorFlow and Keras (pip install 'kmer-vae[train]'); "
                          "or use --engine numpy with a portable export (export_encoder)")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
     from .layers import CUSTOM_OBJECTS
+    from .runtime import import_keras
+
+    keras = import_keras()
 
     try:
         return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True)
@@ -116,9 +113,8 @@ class KerasEncoder:
     """A ``.keras`` encoder cut down to its z_mean branch (no sampling is ever computed)."""
 
     def __init__(self, path: str):
-        import keras
-
         model = _load_keras_model(path)
+        import keras  # noqa: TID251 -- already imported (quietly) by _load_keras_model
         if not getattr(model, "outputs", None) or not getattr(model, "inputs", None):
             raise InputError(f"{path}: not a functional encoder (no symbolic inputs/outputs)")
         self.source = str(path)
@@ -388,14 +384,14 @@ def resolve_engine(engine: str) -> str:
 
 
 def default_model_path(engine: str) -> str:
-    """The shipped encoder for ``engine`` (Models/default/ in the checkout); a clear error when missing."""
+    """The shipped encoder for ``engine`` (vae/models/default/, package data); a clear error when missing."""
     keras_path, spec_path = DEFAULT_MODEL_DIR / KERAS_NAME, DEFAULT_MODEL_DIR / SPEC_NAME
     # The keras engine can fall back to the portable export (same z_mean within 1e-4), not the reverse.
     for want in ((keras_path, spec_path) if engine == "keras" else (spec_path,)):
         if want.exists():
             return str(want)
-    raise InputError(f"no default model: {keras_path if engine == 'keras' else spec_path} is missing (the checkout's "
-                     f"Models/default/ should hold {KERAS_NAME}, {WEIGHTS_NAME} and {SPEC_NAME}); pass -m ENCODER")
+    raise InputError(f"no default model: {keras_path if engine == 'keras' else spec_path} is missing (the package's "
+                     f"models/default/ should hold {KERAS_NAME}, {WEIGHTS_NAME} and {SPEC_NAME}); pass -m ENCODER")
 
 
 def _is_portable(path: str) -> bool:

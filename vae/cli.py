@@ -51,6 +51,18 @@ def _exit(code: int) -> None:
     raise SystemExit(code)
 
 
+def _together(main: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int | None]:
+    """``main`` with all its file outputs renamed into place together at its end, none on failure (issue 10)."""
+
+    def wrapped(args: argparse.Namespace) -> int | None:
+        from .matrix import commit_together
+
+        with commit_together():
+            return main(args)
+
+    return wrapped
+
+
 def _positive_int(text: str) -> int:
     v = int(text)
     if v < 0:
@@ -98,8 +110,10 @@ def calculate_kmer_frequencies_parser() -> argparse.ArgumentParser:
 
 def _calculate_kmer_frequencies(args: argparse.Namespace) -> int:
     from .count import CountOptions, count_files
+    from .paths import check_paths
     from .progress import counting_bar
 
+    check_paths(args.input, [args.ids, args.kmers])
     opts = CountOptions(min_length=args.min_length, chop=args.chop, keep_full=args.keep_full,
                         threads=args.threads, dtype=args.dtype)
     with counting_bar(disable=args.quiet) as update:
@@ -110,7 +124,7 @@ def _calculate_kmer_frequencies(args: argparse.Namespace) -> int:
 
 def calculate_kmer_frequencies(argv: Argv = None) -> int:
     """Console entry point of ``calculate_kmer_frequencies``."""
-    _exit(run(_calculate_kmer_frequencies, calculate_kmer_frequencies_parser(), argv))
+    _exit(run(_together(_calculate_kmer_frequencies), calculate_kmer_frequencies_parser(), argv))
 
 
 def concatenate_matrices_parser() -> argparse.ArgumentParser:
@@ -134,6 +148,9 @@ def _concatenate_matrices(args: argparse.Namespace) -> int:
     from .progress import rows_bar
 
     prefix = args.output[:-4] if args.output.endswith(".npy") else args.output
+    from .paths import check_paths
+
+    check_paths(args.input + args.ids, [prefix + ".npy", prefix + ".txt"])
     total = sum(open_matrix(p, n_cols=None).shape[0] for p in args.input) if len(args.input) == len(args.ids) else 0
     with rows_bar(total, disable=args.quiet) as update:
         n, n_dup = concatenate(args.input, args.ids, prefix, shuffle=args.shuffle, seed=args.seed, progress=update)
@@ -144,7 +161,7 @@ def _concatenate_matrices(args: argparse.Namespace) -> int:
 
 def concatenate_matrices(argv: Argv = None) -> int:
     """Console entry point of ``concatenate_matrices``."""
-    _exit(run(_concatenate_matrices, concatenate_matrices_parser(), argv))
+    _exit(run(_together(_concatenate_matrices), concatenate_matrices_parser(), argv))
 
 
 # --------------------------------------------------------------------------- training (issue 3)
@@ -207,6 +224,9 @@ def _train_vae(args: argparse.Namespace) -> int:
         if args.resume:
             raise InputError("--resume needs the run folder: -o RUN_DIR")
         run_dir = os.path.join("Models", time.strftime("vae-%Y%m%d-%H%M%S"))
+    from .paths import check_paths
+
+    check_paths([args.input], [], folders=[run_dir])
     opts = TrainOptions(
         input=args.input, run_dir=run_dir, latent=args.latent, hidden=tuple(args.hidden), beta=args.beta,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup_epochs=args.warmup_epochs,
@@ -280,6 +300,9 @@ def _embedding(args: argparse.Namespace) -> int:
     ids_out = args.ids_out or (default_ids_path(args.output) if fasta and args.output else None)
     if fasta and ids_out is None:
         raise InputError("FASTA input written to stdout needs --ids-out IDS.txt (where the contig IDs go)")
+    from .paths import check_paths, encoder_files
+
+    check_paths((args.input or []) + encoder_files(args.model), [args.output, ids_out])
     if not fasta and (args.ids_out or args.chop or args.min_length):
         raise InputError("--ids-out, --chop and --min-length are for FASTA input; a matrix keeps its IDs file (rows keep their order)")
     if args.output is None and sys.stdout.isatty():
@@ -345,7 +368,7 @@ def _embed_stdin_to_file(encoder, out_path: str, batch_size: int, update) -> int
 
 def embedding(argv: Argv = None) -> int:
     """Console entry point of ``embedding``."""
-    _exit(run(_embedding, embedding_parser(), argv))
+    _exit(run(_together(_embedding), embedding_parser(), argv))
 
 
 def export_encoder_parser() -> argparse.ArgumentParser:
@@ -365,26 +388,31 @@ def export_encoder_parser() -> argparse.ArgumentParser:
 def _export_encoder(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .embed import KerasEncoder, NumpyEncoder, export_encoder as export
+    from .embed import KerasEncoder, NumpyEncoder, export_encoder as export, portable_from_keras, portable_paths
+    from .matrix import pending_path
+    from .paths import check_paths
 
-    spec_path, weights_path = export(args.model, args.output)
-    keras_enc, numpy_enc = KerasEncoder(args.model), NumpyEncoder.load(spec_path)
+    if not (args.tolerance >= 0 and np.isfinite(args.tolerance)):
+        raise InputError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
+    check_paths([args.model], list(portable_paths(args.output or args.model)))
+    keras_enc = KerasEncoder(args.model)
+    # Checked before anything is written: a failed export leaves nothing behind.
+    numpy_enc = NumpyEncoder.from_export(*portable_from_keras(keras_enc.full_model, args.model), source=args.model)
     # CLR-like input: zero-mean values of the scale the encoder sees.
     x = np.random.default_rng(0).normal(0.0, 1.0, size=(256, keras_enc.input_dim)).astype(np.float32)
     diff = float(np.max(np.abs(keras_enc.z_mean(x) - numpy_enc.z_mean(x))))
-    size = os.path.getsize(weights_path) + os.path.getsize(spec_path)
+    if not diff <= args.tolerance:
+        raise InputError(f"the export would differ from Keras by {diff:.2e} > {args.tolerance:g}; nothing written (unsupported layer semantics?)")
+    spec_path, weights_path = export(args.model, args.output)
+    size = os.path.getsize(pending_path(weights_path)) + os.path.getsize(pending_path(spec_path))
     print(f"export_encoder: {args.model} -> {weights_path} + {spec_path} ({size / 1e6:.1f} MB; "
           f"latent {numpy_enc.latent}; max |numpy - keras| z_mean = {diff:.2e})", file=sys.stderr)
-    if not diff <= args.tolerance:
-        for p in (spec_path, weights_path):
-            os.unlink(p)
-        raise InputError(f"the export differs from Keras by {diff:.2e} > {args.tolerance:g}; removed it (unsupported layer semantics?)")
     return 0
 
 
 def export_encoder(argv: Argv = None) -> int:
     """Console entry point of ``export_encoder``."""
-    _exit(run(_export_encoder, export_encoder_parser(), argv))
+    _exit(run(_together(_export_encoder), export_encoder_parser(), argv))
 
 
 def _encoder_for_evaluation(model: str | None, run_dir: str | None, engine: str):
@@ -469,7 +497,9 @@ def verify_local_distances_parser() -> argparse.ArgumentParser:
 def _verify_local_distances(args: argparse.Namespace) -> int:
     from .evaluate import VerifyOptions, format_verify, split_rows, verify_local_distances as verify
     from .matrix import open_matrix, read_ids
+    from .paths import check_paths, encoder_files
 
+    check_paths([args.input, args.ids, args.val_ids, args.pca_train] + encoder_files(args.encoder), [args.json])
     n_rows = open_matrix(args.input).shape[0]
     ids = read_ids(args.ids) if args.ids else None
     if ids is not None and len(ids) != n_rows:
@@ -492,7 +522,7 @@ def _verify_local_distances(args: argparse.Namespace) -> int:
 
 def verify_local_distances(argv: Argv = None) -> int:
     """Console entry point of ``verify_local_distances``."""
-    _exit(run(_verify_local_distances, verify_local_distances_parser(), argv))
+    _exit(run(_together(_verify_local_distances), verify_local_distances_parser(), argv))
 
 
 def evaluate_labels_parser() -> argparse.ArgumentParser:
@@ -519,7 +549,9 @@ def evaluate_labels_parser() -> argparse.ArgumentParser:
 
 def _evaluate_labels(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_labels as evaluate, format_labels
+    from .paths import check_paths, encoder_files
 
+    check_paths([args.input, args.ids, args.labels, args.pca_train] + encoder_files(args.encoder), [args.json])
     encoder = _encoder_for_evaluation(args.encoder, None, args.engine)
     ranks = [r.strip() for r in args.ranks.split(",") if r.strip()] if args.ranks else None
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
@@ -534,7 +566,7 @@ def _evaluate_labels(args: argparse.Namespace) -> int:
 
 def evaluate_labels(argv: Argv = None) -> int:
     """Console entry point of ``evaluate_labels``."""
-    _exit(run(_evaluate_labels, evaluate_labels_parser(), argv))
+    _exit(run(_together(_evaluate_labels), evaluate_labels_parser(), argv))
 
 # --------------------------------------------------------------------------- exploration (issue 5)
 
@@ -602,6 +634,10 @@ def _tsne(args: argparse.Namespace) -> int:
     stem = _stem(args.output, ".npy")
     png = None if args.no_plot else (args.png or stem + ".png")
     ids_out = stem + ".txt" if args.max_points else None
+    from .paths import check_paths
+
+    check_paths([args.embeddings, args.ids], [args.output, png, png and args.pdf and os.path.splitext(png)[0] + ".pdf",
+                                              ids_out, stem + ".json"])
     for path in filter(None, [args.output, png, ids_out]):
         check_output_dir(path)
     if args.max_points and not args.ids:
@@ -654,7 +690,7 @@ def _peak_rss_gb() -> float:
 
 def tsne(argv: Argv = None) -> int:
     """Console entry point of ``tsne``."""
-    _exit(run(_tsne, tsne_parser(), argv))
+    _exit(run(_together(_tsne), tsne_parser(), argv))
 
 
 def cluster_parser() -> argparse.ArgumentParser:
@@ -692,6 +728,10 @@ def _cluster(args: argparse.Namespace) -> int:
     stem = _stem(args.output, ".tsv", ".txt")
     summary_path = args.summary or stem + ".json"
     png = None if (args.no_plot or not args.coords) else (args.png or stem + ".png")
+    from .paths import check_paths
+
+    check_paths([args.coords, args.embeddings, args.ids],
+                [args.output, summary_path, png, png and args.pdf and os.path.splitext(png)[0] + ".pdf"])
     for path in filter(None, [args.output, summary_path, png]):
         check_output_dir(path)
     if args.space == "tsne" and not args.coords:
@@ -737,7 +777,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
 def cluster(argv: Argv = None) -> int:
     """Console entry point of ``cluster``."""
-    _exit(run(_cluster, cluster_parser(), argv))
+    _exit(run(_together(_cluster), cluster_parser(), argv))
 
 
 def compare_groups_parser() -> argparse.ArgumentParser:
@@ -775,6 +815,11 @@ def _compare_groups(args: argparse.Namespace) -> int:
     from .plots import plot_composition, plot_density_difference, plot_overlay
 
     prefix = os.path.join(args.output, "compare") if os.path.isdir(args.output) else args.output
+    from .paths import check_paths
+
+    check_paths([args.coords, args.ids, args.groups_tsv, args.clusters],
+                [prefix + e for e in (".density.png", ".overlay.png", ".composition.png", ".composition.csv")
+                 + ((".density.pdf", ".overlay.pdf", ".composition.pdf") if args.pdf else ())])
     check_output_dir(prefix + ".density.png")
     if args.groups_tsv and (args.prefix or args.regex):
         raise InputError("give groups either with --groups-tsv or with --prefix/--regex, not both")
@@ -810,7 +855,7 @@ def _compare_groups(args: argparse.Namespace) -> int:
 
 def compare_groups(argv: Argv = None) -> int:
     """Console entry point of ``compare_groups``."""
-    _exit(run(_compare_groups, compare_groups_parser(), argv))
+    _exit(run(_together(_compare_groups), compare_groups_parser(), argv))
 
 
 def query_neighbors_parser() -> argparse.ArgumentParser:
@@ -860,6 +905,11 @@ def _query_neighbors(args: argparse.Namespace) -> int:
 
     if bool(args.build_index) == bool(args.index):
         raise InputError("give exactly one of --build-index DIR (with -e, -id) and --index DIR")
+    from .paths import check_paths, encoder_files
+
+    index_files = [os.path.join(args.index, n) for n in ("meta.json", "ids.txt", "vectors.npy", "hnsw.bin")] if args.index else []
+    check_paths([args.embeddings, args.row_ids, args.ids_file, args.vectors, args.vectors_ids, args.fasta]
+                + index_files + encoder_files(args.model), [args.output], folders=[args.build_index])
     has_query = bool(args.ids or args.ids_file or args.vectors or args.fasta)
     if args.index and not has_query:
         raise InputError("nothing to query: give --ids, --ids-file, --vectors or --fasta")

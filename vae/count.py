@@ -23,7 +23,7 @@ import numpy as np
 from .errors import InputError
 from .fasta import BLOCK_SIZE, iter_blocks, parse_block
 from .kmers import N_COLUMNS, count_valid, profiles
-from .matrix import FLOAT16_MAX, NpyStreamWriter, atomic_text, check_output_dir
+from .matrix import FLOAT16_MAX, NpyStreamWriter, atomic_text, check_output_dir, commit_together
 
 
 #: Reads shrink where records are short so that a block holds about this many
@@ -240,7 +240,9 @@ def count_files(
     check_output_dir(matrix_path)
     check_output_dir(ids_path)
     stats = CountStats(files=list(inputs))
-    with NpyStreamWriter(matrix_path, N_COLUMNS, np.dtype(opts.dtype)) as writer, atomic_text(ids_path) as id_fh:
+    # Matrix and IDs appear together or not at all (issue 10).
+    with commit_together(), NpyStreamWriter(matrix_path, N_COLUMNS, np.dtype(opts.dtype)) as writer, \
+            atomic_text(ids_path) as id_fh:
         for block in iter_counted(inputs, opts, stats, progress):
             writer.write(block.rows)
             id_fh.writelines(i + "\n" for i in block.ids)

@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import InputError
 from .kmers import LENGTH_COLUMN, N_COLUMNS, N_FEATURES
-from .matrix import NpyStreamWriter, atomic_path, atomic_text, check_output_dir, open_matrix
+from .matrix import NpyStreamWriter, atomic_path, atomic_text, check_output_dir, commit_now, commit_together, open_matrix
 from .transform import clr
 
 #: The repository checkout (Models/ lies beside the vae/ package).
@@ -697,7 +697,9 @@ def embed_fasta(encoder: Encoder, inputs: Sequence[str], out: str | BinaryIO, id
     target = os.path.join(work, "emb.npy") if to_stream else out
     ids_target = os.path.join(work, "ids.txt") if to_stream else ids_path
     try:
-        with NpyStreamWriter(target, 1 + encoder.latent, OUT_DTYPE) as w, atomic_text(ids_target) as id_fh:
+        # Embeddings and IDs appear together or not at all; the stream's work files are private (renamed at once).
+        with (commit_now() if to_stream else commit_together()), \
+                NpyStreamWriter(target, 1 + encoder.latent, OUT_DTYPE) as w, atomic_text(ids_target) as id_fh:
             for block in iter_counted(list(inputs), opts, stats, count_progress):
                 for a in range(0, block.rows.shape[0], batch_size):
                     emb = embed_rows(encoder, block.rows[a : a + batch_size])

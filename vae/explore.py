@@ -271,7 +271,12 @@ def run_tsne(x: np.ndarray, *, quiet: bool = False, progress: bool = True, **set
         if bar is not None:
             bar.close()
     _log(f"tsne: {total} iterations done, {time.perf_counter() - t0:.1f} s in all", quiet)
-    return np.asarray(emb, dtype=np.float32)
+    out = np.asarray(emb, dtype=np.float32)
+    if not np.isfinite(out).all():
+        # e.g. all points identical: the affinities are undefined and openTSNE returns NaN.
+        raise InputError(f"t-SNE gave non-finite coordinates for {int((~np.isfinite(out).all(axis=1)).sum()):,} of "
+                         f"{out.shape[0]:,} points (are the points identical or nearly so?); nothing written")
+    return out
 
 
 def knn_preservation(x: np.ndarray, y: np.ndarray, k: int = 10, n_queries: int = 1000, seed: int = 42) -> float:

@@ -254,7 +254,8 @@ def embedding_parser() -> argparse.ArgumentParser:
     p = _parser(
         "embedding",
         "Embed contigs: k-mer matrix (or FASTA) -> (N, 1 + latent) float32 .npy, column 0 the contig\n"
-        "length, then z_mean of the encoder (never a sample: same input, same output, bit for bit).\n"
+        "length, then z_mean of the encoder (never a sample: the same command on the same input gives the\n"
+        "same output bit for bit; other batch sizes or engines agree to within ~5e-6).\n"
         "Reads a .npy from stdin and writes one to stdout unless -i/-o are given; FASTA input is\n"
         "counted on the fly and its IDs written beside the output. Streams in batches: inputs\n"
         "larger than RAM work.\n\n"
@@ -507,6 +508,8 @@ def _verify_local_distances(args: argparse.Namespace) -> int:
     if args.run_dir and args.val_ids:
         raise InputError("give --run-dir or --val-ids, not both")
     source = split_rows(n_rows, args.run_dir, args.val_ids, ids, args.query_fraction, args.seed)
+    if args.run_dir:
+        _check_run_input(args.run_dir, args.input)
     encoder = _encoder_for_evaluation(args.encoder, args.run_dir, args.engine)
     opts = VerifyOptions(k=args.neighbours, n_queries=args.queries, pool_size=args.pool_size, metric=args.metric,
                          n_boot=args.bootstrap, length_edges=args.length_bins, pca_fit_rows=args.pca_fit_rows,
@@ -518,6 +521,20 @@ def _verify_local_distances(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(args.json, result)
     return 0
+
+
+def _check_run_input(run_dir: str, matrix: str) -> None:
+    """The matrix must be the one the run was trained on (its recorded fingerprint), or held-out rows are not held out."""
+    import json
+
+    from .matrix import check_fingerprint
+
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as fh:
+            recorded = json.load(fh).get("input", {}).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return  # no readable config: the split check above is all there is (older or foreign run folder)
+    check_fingerprint(matrix, recorded, f"the run {run_dir}")
 
 
 def verify_local_distances(argv: Argv = None) -> int:
@@ -654,6 +671,9 @@ def _tsne(args: argparse.Namespace) -> int:
                     early_exaggeration_iter=args.early_iter, n_iter=args.n_iter, initialization=args.init,
                     pca_dims=args.pca_dims, threads=args.threads, seed=args.seed)
     resolved = tsne_settings(z.shape[0], **settings)
+    if args.affinity == "perplexity" and resolved["perplexity"] < args.perplexity:
+        print(f"tsne: warning: perplexity {args.perplexity:g} needs more than {z.shape[0]:,} points; "
+              f"using {resolved['perplexity']:.3g} (the most {z.shape[0]:,} points allow)", file=sys.stderr)
     t0 = time.perf_counter()
     coords = run_tsne(z, quiet=args.quiet, **settings)
     seconds = time.perf_counter() - t0

@@ -37,7 +37,7 @@ import numpy as np
 from .embed import Encoder, check_width, z_mean_of
 from .errors import InputError
 from .kmers import LENGTH_COLUMN, N_FEATURES
-from .matrix import open_matrix, read_ids
+from .matrix import check_rows, open_matrix, read_ids
 from .transform import clr
 
 METRICS = ("euclidean", "cosine")
@@ -73,6 +73,7 @@ def take_rows(matrix: np.ndarray, idx: np.ndarray) -> np.ndarray:
     order = np.argsort(idx, kind="stable")
     out = np.empty((idx.shape[0], matrix.shape[1]), dtype=np.float32)
     out[order] = matrix[idx[order]]
+    check_rows(out, getattr(matrix, "filename", None) or "matrix", row_numbers=idx)  # NaN rows would break PCA/CLR
     return out
 
 

@@ -10,6 +10,7 @@ import gzip
 import itertools
 import os
 import sys
+import zipfile
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -226,8 +227,12 @@ def open_matrix(path: str, n_cols: int | None = N_COLUMNS, mmap: bool = True) ->
         m = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(f"{path}: not a readable .npy matrix ({e})") from None
+    if not isinstance(m, np.ndarray):  # np.load opens any zip (.npz) as an archive of arrays
+        if hasattr(m, "close"):
+            m.close()
+        raise InputError(f"{path}: a .npz archive (or other zip), not a .npy matrix")
     if m.ndim != 2:
         raise InputError(f"{path}: expected a 2-D matrix, got {m.ndim}-D with shape {m.shape}")
     if m.dtype.kind != "f":
@@ -358,3 +363,26 @@ def check_fingerprint(path: str, recorded: dict | None, what: str) -> None:
         if key in recorded and recorded[key] != now[key]:
             raise InputError(f"{path}: not the matrix {what} was made from (its {'size' if key == 'bytes' else 'rows'} "
                              "differ: reshuffled, re-counted or another file); give the same matrix")
+
+
+#: k-mer frequencies above this are out of range (a group sums to 1; float16 rounding stays far below).
+MAX_FREQUENCY = 1.0 + 1e-3
+
+
+def check_rows(rows: np.ndarray, name: str = "input", row_numbers: np.ndarray | None = None, offset: int = 0) -> None:
+    """Refuse k-mer matrix rows holding NaN/Inf, negative values or frequencies above 1, with one line.
+
+    Checked on the way in by every command that turns rows into results (embedding, the
+    evaluations), so a damaged matrix is refused instead of becoming NaN embeddings.
+    ``row_numbers`` (or ``offset``) map positions in ``rows`` back to matrix rows for the message.
+    """
+    if rows.size == 0:
+        return
+    bad = ~np.isfinite(rows).all(axis=1) | (rows < 0).any(axis=1)
+    if rows.shape[1] > 1:
+        bad |= (rows[:, 1:] > MAX_FREQUENCY).any(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        first = int(row_numbers[i]) if row_numbers is not None else offset + i
+        raise InputError(f"{name}: {int(bad.sum()):,} row(s) with NaN/Inf, negative or above-1 k-mer values (first: row "
+                         f"{first}); k-mer frequencies must be finite and within [0, 1]")

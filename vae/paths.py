@@ -28,7 +28,7 @@ def _identity(path: str) -> tuple:
 def _flat(paths: Iterable[PathLike]) -> list[str]:
     out: list[str] = []
     for p in paths:
-        if p is None or p == "" or p == "-":  # absent option, or stdin/stdout
+        if p is None or p is False or p == "" or p == "-":  # absent option, or stdin/stdout
             continue
         if isinstance(p, (list, tuple)):
             out += _flat(p)

@@ -21,7 +21,7 @@ from tests.conftest import REPO, call_cli
 from vae import cli
 from vae.count import CountOptions, count_files
 from vae.kmers import N_COLUMNS
-from vae.matrix import atomic_text, commit_together, fingerprint, temp_path_for
+from vae.matrix import atomic_text, temp_path_for
 
 ENCODER_JSON = REPO / "Models" / "default" / "encoder.json"
 ENCODER_NPZ = REPO / "Models" / "default" / "encoder.npz"
@@ -149,6 +149,8 @@ def test_two_outputs_never_share_a_temporary(tmp_path):
 
 
 def test_commit_together_writes_all_or_nothing(tmp_path):
+    from vae.matrix import commit_together
+
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     with pytest.raises(RuntimeError), commit_together():
         with atomic_text(str(a)) as fh:
@@ -295,6 +297,7 @@ def test_export_tolerance_must_be_non_negative(files, capsys):
 def _fake_run(run_dir, matrix):
     """A run folder as train_vae writes it before its first epoch ends (config + split, no resume/)."""
     from vae.data import make_split
+    from vae.matrix import fingerprint
     from vae.train import TrainOptions, _hyperparameters
 
     os.makedirs(run_dir)
@@ -365,3 +368,61 @@ def test_resume_reproduces_the_uninterrupted_run_and_checks_the_input(tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and "not the matrix the run" in err, err
     assert _snapshot(tmp_path / "resumed") == before
+
+
+# --------------------------------------------------------------------------- input that is not DNA, --chop, smaller items
+
+
+def test_protein_and_cr_only_fasta_are_refused(tmp_path, capsys):
+    (tmp_path / "p.fa").write_text(">dna\n" + "ACGTTGCA" * 50 + "\n>prot\nMKVLAAGIVGLLLAEEQPKFSTRWDNHCYQ\n")
+    (tmp_path / "cr.fa").write_bytes(b">a\rACGTACGTACGT\r>b\rGGGCCCAAATTT\r")
+    for name, says in (("p.fa", "prot is not nucleotide"), ("cr.fa", "CR only")):
+        code = call_cli(cli.calculate_kmer_frequencies, ["-i", tmp_path / name, "-id", tmp_path / "o.txt", "-k", tmp_path / "o.npy",
+                                                         "--quiet", "--threads", "1"])
+        err = capsys.readouterr().err
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "o.npy").exists() and not (tmp_path / "o.txt").exists()
+    # N-rich DNA is DNA; a record of only N is counted as a zero row and reported
+    (tmp_path / "n.fa").write_text(">a\n" + "N" * 300 + "ACGT" * 10 + "\n>b\nNNNNNNNN\n>a\nACGTACGTAAAT\n")
+    code = call_cli(cli.calculate_kmer_frequencies, ["-i", tmp_path / "n.fa", "-id", tmp_path / "o.txt", "-k", tmp_path / "o.npy",
+                                                     "--quiet", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert code == 0 and "1 with no A/C/G/T base" in err and "1 duplicate IDs" in err, err
+
+
+def test_chop_shorter_than_the_longest_kmer_is_refused(files, tmp_path, capsys):
+    code = call_cli(cli.calculate_kmer_frequencies, ["-i", files / "x.fa", "-id", tmp_path / "o.txt", "-k", tmp_path / "o.npy",
+                                                     "--chop", "1"])
+    assert code == 2 and "--chop 1" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_concatenate_refuses_what_the_pipeline_would_reject(files, tmp_path, capsys):
+    np.save(tmp_path / "f64.npy", np.load(files / "kmers.npy").astype(np.float64))
+    np.save(tmp_path / "narrow.npy", np.zeros((40, 5), np.float32))
+    for name, says in (("f64.npy", "float64"), ("narrow.npy", "5 columns")):
+        code = call_cli(cli.concatenate_matrices, ["-i", tmp_path / name, "-id", files / "ids.txt", "-o", tmp_path / "o"])
+        err = capsys.readouterr().err
+        assert code == 2 and says in err, err
+        assert not (tmp_path / "o.npy").exists()
+
+
+def test_conflicting_duplicate_labels_are_refused(files, tmp_path, capsys):
+    (tmp_path / "l.tsv").write_text("id\tgenus\nc1\tA\nc2\tB\nc1\tC\n")
+    code = call_cli(cli.evaluate_labels, ["-i", files / "kmers.npy", "-id", files / "ids.txt", "-l", tmp_path / "l.tsv",
+                                          "-e", files / "enc.json", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "c1 appears again with other labels" in err, err
+
+
+def test_duplicate_ids_are_flagged_by_cluster(files, tmp_path, capsys):
+    (tmp_path / "dup.txt").write_text("".join(f"c{i % 39}\n" for i in range(40)))
+    code = call_cli(cli.cluster, ["-c", files / "map.npy", "-id", tmp_path / "dup.txt", "-o", tmp_path / "cl.tsv", "--no-plot",
+                                  "--threads", "1"])
+    assert code == 0 and "1 duplicate IDs" in capsys.readouterr().err
+
+
+def test_tsne_says_when_it_lowers_the_perplexity(files, tmp_path, capsys):
+    code = call_cli(cli.tsne, ["-e", files / "emb.npy", "-o", tmp_path / "m.npy", "--perplexity", "1000", "--no-plot", "--quiet",
+                               "--threads", "1", "--n-iter", "20", "--early-iter", "10"])
+    assert code == 0 and "perplexity 1000" in capsys.readouterr().err

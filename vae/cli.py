@@ -92,7 +92,9 @@ def calculate_kmer_frequencies_parser() -> argparse.ArgumentParser:
         "Count canonical 1- to 6-mers of every FASTA record into a k-mer matrix (N, 2773):\n"
         "column 0 the number of A/C/G/T bases, then 6-,5-,4-,3-,2-,1-mer frequencies, each group\n"
         "summing to 1. Row i belongs to line i of the IDs file. Characters other than A/C/G/T\n"
-        "break k-mers. Plain or gzipped FASTA; '-' reads stdin.\n\n"
+        "break k-mers. Plain or gzipped FASTA; '-' reads stdin. A record with fewer than 50% A/C/G/T/N\n"
+        "letters (protein, text) is refused, as are CR-only line endings; records with no A/C/G/T base\n"
+        "become zero rows and are counted in the summary.\n\n"
         "example: calculate_kmer_frequencies -i a.fa.gz b.fa -id ids.txt -k kmers.npy --chop 10000",
     )
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="FASTA", help="FASTA files (plain or .gz), counted in order; '-' for stdin")
@@ -114,12 +116,25 @@ def _calculate_kmer_frequencies(args: argparse.Namespace) -> int:
     from .progress import counting_bar
 
     check_paths(args.input, [args.ids, args.kmers])
+    _warn_large_output(args.input, args.chop, args.dtype)
     opts = CountOptions(min_length=args.min_length, chop=args.chop, keep_full=args.keep_full,
                         threads=args.threads, dtype=args.dtype)
     with counting_bar(disable=args.quiet) as update:
         stats = count_files(args.input, args.ids, args.kmers, opts, progress=update)
     print(f"calculate_kmer_frequencies: {stats.summary()} -> {args.kmers}", file=sys.stderr)
     return 0
+
+
+def _warn_large_output(inputs: Sequence[str], chop: int, dtype: str) -> None:
+    """With --chop, say before counting how large the matrix will be when that is more than 1 GB (an estimate)."""
+    if not chop:
+        return
+    size = sum(os.path.getsize(p) * (3.5 if p.endswith(".gz") else 1.0) for p in inputs if p != "-" and os.path.isfile(p))
+    rows = size / max(chop, 1)
+    gb = rows * 2773 * (2 if dtype == "float16" else 4) / 1e9
+    if gb > 1:
+        print(f"calculate_kmer_frequencies: --chop {chop} makes about {rows:,.0f} rows: a matrix of about {gb:,.1f} GB",
+              file=sys.stderr)
 
 
 def calculate_kmer_frequencies(argv: Argv = None) -> int:

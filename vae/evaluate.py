@@ -571,7 +571,10 @@ def read_labels(path: str, ids: Sequence[str], ranks: Sequence[str] | None = Non
                     continue
                 if len(rec) != len(header):
                     raise InputError(f"{path}: line {lineno} has {len(rec)} fields, the header has {len(header)}")
-                table[rec[0].strip()] = [v.strip() for v in rec[1:]]
+                key, vals = rec[0].strip(), [v.strip() for v in rec[1:]]
+                if key in table and table[key] != vals:
+                    raise InputError(f"{path}: line {lineno}: {key} appears again with other labels; give each ID one line")
+                table[key] = vals
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except UnicodeDecodeError:

@@ -66,6 +66,10 @@ def _check_ids(path: str, n_rows: int, ids_path: str | None) -> list[str] | None
     ids = read_ids(ids_path)
     if len(ids) != n_rows:
         raise InputError(f"{path} has {n_rows:,} rows but {ids_path} has {len(ids):,} IDs: they must be row-aligned")
+    n_dup = len(ids) - len(set(ids))
+    if n_dup:
+        print(f"warning: {ids_path}: {n_dup:,} duplicate IDs (an ID names several rows: lookups by ID take the first)",
+              file=sys.stderr)
     return ids
 
 

@@ -268,8 +268,11 @@ def concatenate(
         raise InputError(f"{len(matrices)} matrices but {len(id_files)} ID files: give one ID file per matrix")
     if not matrices:
         raise InputError("no input matrices given")
-    mats = [open_matrix(p, n_cols=None) for p in matrices]
+    mats = [open_matrix(p) for p in matrices]  # k-mer matrices only: the rest of the pipeline rejects other widths
     n_cols, dtype = mats[0].shape[1], mats[0].dtype
+    for p, m in zip(matrices, mats):
+        if m.dtype.name not in ALLOWED_DTYPES:
+            raise InputError(f"{p}: dtype {m.dtype}; k-mer matrices are {' or '.join(ALLOWED_DTYPES)} (convert first)")
     for p, m in zip(matrices, mats):
         if m.shape[1] != n_cols:
             raise InputError(f"{p}: has {m.shape[1]} columns but {matrices[0]} has {n_cols}: matrices must have the same width")

@@ -70,8 +70,8 @@ def test_shuffle_preserves_every_id_row_pair(tmp_path, chunk_bytes):
 
 
 def test_shuffle_mixes_sources_across_the_file(tmp_path):
-    _, _, pa, ida = make(tmp_path, "a", 200, cols=4, seed=1)
-    _, _, pb, idb = make(tmp_path, "b", 200, cols=4, seed=2)
+    _, _, pa, ida = make(tmp_path, "a", 200, seed=1)
+    _, _, pb, idb = make(tmp_path, "b", 200, seed=2)
     call_cli(concatenate_matrices, ["-i", pa, pb, "-id", ida, idb, "-o", tmp_path / "s", "--shuffle", "--quiet"])
     ids = (tmp_path / "s.txt").read_text().splitlines()
     first_half_from_a = sum(i.startswith("a_") for i in ids[:200])

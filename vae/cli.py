@@ -65,6 +65,18 @@ def _exit(code: int) -> None:
     raise SystemExit(code)
 
 
+def _together(main: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int | None]:
+    """``main`` with all its file outputs renamed into place together at its end, none on failure (issue 10)."""
+
+    def wrapped(args: argparse.Namespace) -> int | None:
+        from .matrix import commit_together
+
+        with commit_together():
+            return main(args)
+
+    return wrapped
+
+
 def _positive_int(text: str) -> int:
     v = int(text)
     if v < 0:
@@ -94,7 +106,9 @@ def calculate_kmer_frequencies_parser() -> argparse.ArgumentParser:
         "Count canonical 1- to 6-mers of every FASTA record into a k-mer matrix (N, 2773):\n"
         "column 0 the number of A/C/G/T bases, then 6-,5-,4-,3-,2-,1-mer frequencies, each group\n"
         "summing to 1. Row i belongs to line i of the IDs file. Characters other than A/C/G/T\n"
-        "break k-mers. Plain or gzipped FASTA; '-' reads stdin.\n\n"
+        "break k-mers. Plain or gzipped FASTA; '-' reads stdin. A record with fewer than 50% A/C/G/T/N\n"
+        "letters (protein, text) is refused, as are CR-only line endings; records with no A/C/G/T base\n"
+        "become zero rows and are counted in the summary.\n\n"
         "example: calculate_kmer_frequencies -i a.fa.gz b.fa -id ids.txt -k kmers.npy --chop 10000",
     )
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="FASTA", help="FASTA files (plain or .gz), counted in order; '-' for stdin")
@@ -112,8 +126,11 @@ def calculate_kmer_frequencies_parser() -> argparse.ArgumentParser:
 
 def _calculate_kmer_frequencies(args: argparse.Namespace) -> int:
     from .count import CountOptions, count_files
+    from .paths import check_paths
     from .progress import counting_bar
 
+    check_paths(args.input, [args.ids, args.kmers])
+    _warn_large_output(args.input, args.chop, args.dtype)
     opts = CountOptions(min_length=args.min_length, chop=args.chop, keep_full=args.keep_full,
                         threads=args.threads, dtype=args.dtype)
     with counting_bar(disable=args.quiet) as update:
@@ -122,9 +139,21 @@ def _calculate_kmer_frequencies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_large_output(inputs: Sequence[str], chop: int, dtype: str) -> None:
+    """With --chop, say before counting how large the matrix will be when that is more than 1 GB (an estimate)."""
+    if not chop:
+        return
+    size = sum(os.path.getsize(p) * (3.5 if p.endswith(".gz") else 1.0) for p in inputs if p != "-" and os.path.isfile(p))
+    rows = size / max(chop, 1)
+    gb = rows * 2773 * (2 if dtype == "float16" else 4) / 1e9
+    if gb > 1:
+        print(f"calculate_kmer_frequencies: --chop {chop} makes about {rows:,.0f} rows: a matrix of about {gb:,.1f} GB",
+              file=sys.stderr)
+
+
 def calculate_kmer_frequencies(argv: Argv = None) -> int:
     """Console entry point of ``calculate_kmer_frequencies``."""
-    _exit(run(_calculate_kmer_frequencies, calculate_kmer_frequencies_parser(), argv))
+    _exit(run(_together(_calculate_kmer_frequencies), calculate_kmer_frequencies_parser(), argv))
 
 
 def concatenate_matrices_parser() -> argparse.ArgumentParser:
@@ -148,6 +177,9 @@ def _concatenate_matrices(args: argparse.Namespace) -> int:
     from .progress import rows_bar
 
     prefix = args.output[:-4] if args.output.endswith(".npy") else args.output
+    from .paths import check_paths
+
+    check_paths(args.input + args.ids, [prefix + ".npy", prefix + ".txt"])
     total = sum(open_matrix(p, n_cols=None).shape[0] for p in args.input) if len(args.input) == len(args.ids) else 0
     with rows_bar(total, disable=args.quiet) as update:
         n, n_dup = concatenate(args.input, args.ids, prefix, shuffle=args.shuffle, seed=args.seed, progress=update)
@@ -158,7 +190,7 @@ def _concatenate_matrices(args: argparse.Namespace) -> int:
 
 def concatenate_matrices(argv: Argv = None) -> int:
     """Console entry point of ``concatenate_matrices``."""
-    _exit(run(_concatenate_matrices, concatenate_matrices_parser(), argv))
+    _exit(run(_together(_concatenate_matrices), concatenate_matrices_parser(), argv))
 
 
 # --------------------------------------------------------------------------- training (issue 3)
@@ -221,6 +253,9 @@ def _train_vae(args: argparse.Namespace) -> int:
         if args.resume:
             raise InputError("--resume needs the run folder: -o RUN_DIR")
         run_dir = os.path.join("Models", time.strftime("vae-%Y%m%d-%H%M%S"))
+    from .paths import check_paths
+
+    check_paths([args.input], [], folders=[run_dir])
     opts = TrainOptions(
         input=args.input, run_dir=run_dir, latent=args.latent, hidden=tuple(args.hidden), beta=args.beta,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup_epochs=args.warmup_epochs,
@@ -248,7 +283,8 @@ def embedding_parser() -> argparse.ArgumentParser:
     p = _parser(
         "embedding",
         "Embed contigs: k-mer matrix (or FASTA) -> (N, 1 + latent) float32 .npy, column 0 the contig\n"
-        "length, then z_mean of the encoder (never a sample: same input, same output, bit for bit).\n"
+        "length, then z_mean of the encoder (never a sample: the same command on the same input gives the\n"
+        "same output bit for bit; other batch sizes or engines agree to within ~5e-6).\n"
         "Reads a .npy from stdin and writes one to stdout unless -i/-o are given; FASTA input is\n"
         "counted on the fly and its IDs written beside the output. Streams in batches: inputs\n"
         "larger than RAM work.\n\n"
@@ -294,6 +330,9 @@ def _embedding(args: argparse.Namespace) -> int:
     ids_out = args.ids_out or (default_ids_path(args.output) if fasta and args.output else None)
     if fasta and ids_out is None:
         raise InputError("FASTA input written to stdout needs --ids-out IDS.txt (where the contig IDs go)")
+    from .paths import check_paths, encoder_files
+
+    check_paths((args.input or []) + encoder_files(args.model), [args.output, ids_out])
     if not fasta and (args.ids_out or args.chop or args.min_length):
         raise InputError("--ids-out, --chop and --min-length are for FASTA input; a matrix keeps its IDs file (rows keep their order)")
     if args.output is None and sys.stdout.isatty():
@@ -359,7 +398,7 @@ def _embed_stdin_to_file(encoder, out_path: str, batch_size: int, update) -> int
 
 def embedding(argv: Argv = None) -> int:
     """Console entry point of ``embedding``."""
-    _exit(run(_embedding, embedding_parser(), argv))
+    _exit(run(_together(_embedding), embedding_parser(), argv))
 
 
 def export_encoder_parser() -> argparse.ArgumentParser:
@@ -375,7 +414,7 @@ def export_encoder_parser() -> argparse.ArgumentParser:
 
 def export_encoder(argv: Argv = None) -> int:
     """Console entry point of ``export_encoder``."""
-    _exit(run(_command(encoder.ExportOptions, encoder.run), export_encoder_parser(), argv))
+    _exit(run(_together(_command(encoder.ExportOptions, encoder.run)), export_encoder_parser(), argv))
 
 
 def _encoder_for_evaluation(model: str | None, run_dir: str | None, engine: str):
@@ -460,7 +499,9 @@ def verify_local_distances_parser() -> argparse.ArgumentParser:
 def _verify_local_distances(args: argparse.Namespace) -> int:
     from .evaluate import VerifyOptions, format_verify, split_rows, verify_local_distances as verify
     from .matrix import open_matrix, read_ids
+    from .paths import check_paths, encoder_files
 
+    check_paths([args.input, args.ids, args.val_ids, args.pca_train] + encoder_files(args.encoder), [args.json])
     n_rows = open_matrix(args.input).shape[0]
     ids = read_ids(args.ids) if args.ids else None
     if ids is not None and len(ids) != n_rows:
@@ -468,6 +509,8 @@ def _verify_local_distances(args: argparse.Namespace) -> int:
     if args.run_dir and args.val_ids:
         raise InputError("give --run-dir or --val-ids, not both")
     source = split_rows(n_rows, args.run_dir, args.val_ids, ids, args.query_fraction, args.seed)
+    if args.run_dir:
+        _check_run_input(args.run_dir, args.input)
     encoder = _encoder_for_evaluation(args.encoder, args.run_dir, args.engine)
     opts = VerifyOptions(k=args.neighbours, n_queries=args.queries, pool_size=args.pool_size, metric=args.metric,
                          n_boot=args.bootstrap, length_edges=args.length_bins, pca_fit_rows=args.pca_fit_rows,
@@ -481,9 +524,23 @@ def _verify_local_distances(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_run_input(run_dir: str, matrix: str) -> None:
+    """The matrix must be the one the run was trained on (its recorded fingerprint), or held-out rows are not held out."""
+    import json
+
+    from .matrix import check_fingerprint
+
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as fh:
+            recorded = json.load(fh).get("input", {}).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return  # no readable config: the split check above is all there is (older or foreign run folder)
+    check_fingerprint(matrix, recorded, f"the run {run_dir}")
+
+
 def verify_local_distances(argv: Argv = None) -> int:
     """Console entry point of ``verify_local_distances``."""
-    _exit(run(_verify_local_distances, verify_local_distances_parser(), argv))
+    _exit(run(_together(_verify_local_distances), verify_local_distances_parser(), argv))
 
 
 def evaluate_labels_parser() -> argparse.ArgumentParser:
@@ -510,7 +567,9 @@ def evaluate_labels_parser() -> argparse.ArgumentParser:
 
 def _evaluate_labels(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_labels as evaluate, format_labels
+    from .paths import check_paths, encoder_files
 
+    check_paths([args.input, args.ids, args.labels, args.pca_train] + encoder_files(args.encoder), [args.json])
     encoder = _encoder_for_evaluation(args.encoder, None, args.engine)
     ranks = [r.strip() for r in args.ranks.split(",") if r.strip()] if args.ranks else None
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
@@ -525,7 +584,7 @@ def _evaluate_labels(args: argparse.Namespace) -> int:
 
 def evaluate_labels(argv: Argv = None) -> int:
     """Console entry point of ``evaluate_labels``."""
-    _exit(run(_evaluate_labels, evaluate_labels_parser(), argv))
+    _exit(run(_together(_evaluate_labels), evaluate_labels_parser(), argv))
 
 # --------------------------------------------------------------------------- exploration (issue 5)
 
@@ -593,6 +652,10 @@ def _tsne(args: argparse.Namespace) -> int:
     stem = _stem(args.output, ".npy")
     png = None if args.no_plot else (args.png or stem + ".png")
     ids_out = stem + ".txt" if args.max_points else None
+    from .paths import check_paths
+
+    check_paths([args.embeddings, args.ids], [args.output, png, png and args.pdf and os.path.splitext(png)[0] + ".pdf",
+                                              ids_out, stem + ".json"])
     for path in filter(None, [args.output, png, ids_out]):
         check_output_dir(path)
     if args.max_points and not args.ids:
@@ -609,6 +672,9 @@ def _tsne(args: argparse.Namespace) -> int:
                     early_exaggeration_iter=args.early_iter, n_iter=args.n_iter, initialization=args.init,
                     pca_dims=args.pca_dims, threads=args.threads, seed=args.seed)
     resolved = tsne_settings(z.shape[0], **settings)
+    if args.affinity == "perplexity" and resolved["perplexity"] < args.perplexity:
+        print(f"tsne: warning: perplexity {args.perplexity:g} needs more than {z.shape[0]:,} points; "
+              f"using {resolved['perplexity']:.3g} (the most {z.shape[0]:,} points allow)", file=sys.stderr)
     t0 = time.perf_counter()
     coords = run_tsne(z, quiet=args.quiet, **settings)
     seconds = time.perf_counter() - t0
@@ -645,7 +711,7 @@ def _peak_rss_gb() -> float:
 
 def tsne(argv: Argv = None) -> int:
     """Console entry point of ``tsne``."""
-    _exit(run(_tsne, tsne_parser(), argv))
+    _exit(run(_together(_tsne), tsne_parser(), argv))
 
 
 def cluster_parser() -> argparse.ArgumentParser:
@@ -683,6 +749,10 @@ def _cluster(args: argparse.Namespace) -> int:
     stem = _stem(args.output, ".tsv", ".txt")
     summary_path = args.summary or stem + ".json"
     png = None if (args.no_plot or not args.coords) else (args.png or stem + ".png")
+    from .paths import check_paths
+
+    check_paths([args.coords, args.embeddings, args.ids],
+                [args.output, summary_path, png, png and args.pdf and os.path.splitext(png)[0] + ".pdf"])
     for path in filter(None, [args.output, summary_path, png]):
         check_output_dir(path)
     if args.space == "tsne" and not args.coords:
@@ -728,7 +798,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
 def cluster(argv: Argv = None) -> int:
     """Console entry point of ``cluster``."""
-    _exit(run(_cluster, cluster_parser(), argv))
+    _exit(run(_together(_cluster), cluster_parser(), argv))
 
 
 def compare_groups_parser() -> argparse.ArgumentParser:
@@ -766,6 +836,11 @@ def _compare_groups(args: argparse.Namespace) -> int:
     from .plots import plot_composition, plot_density_difference, plot_overlay
 
     prefix = os.path.join(args.output, "compare") if os.path.isdir(args.output) else args.output
+    from .paths import check_paths
+
+    check_paths([args.coords, args.ids, args.groups_tsv, args.clusters],
+                [prefix + e for e in (".density.png", ".overlay.png", ".composition.png", ".composition.csv")
+                 + ((".density.pdf", ".overlay.pdf", ".composition.pdf") if args.pdf else ())])
     check_output_dir(prefix + ".density.png")
     if args.groups_tsv and (args.prefix or args.regex):
         raise InputError("give groups either with --groups-tsv or with --prefix/--regex, not both")
@@ -801,7 +876,7 @@ def _compare_groups(args: argparse.Namespace) -> int:
 
 def compare_groups(argv: Argv = None) -> int:
     """Console entry point of ``compare_groups``."""
-    _exit(run(_compare_groups, compare_groups_parser(), argv))
+    _exit(run(_together(_compare_groups), compare_groups_parser(), argv))
 
 
 def query_neighbors_parser() -> argparse.ArgumentParser:
@@ -851,6 +926,11 @@ def _query_neighbors(args: argparse.Namespace) -> int:
 
     if bool(args.build_index) == bool(args.index):
         raise InputError("give exactly one of --build-index DIR (with -e, -id) and --index DIR")
+    from .paths import check_paths, encoder_files
+
+    index_files = [os.path.join(args.index, n) for n in ("meta.json", "ids.txt", "vectors.npy", "hnsw.bin")] if args.index else []
+    check_paths([args.embeddings, args.row_ids, args.ids_file, args.vectors, args.vectors_ids, args.fasta]
+                + index_files + encoder_files(args.model), [args.output], folders=[args.build_index])
     has_query = bool(args.ids or args.ids_file or args.vectors or args.fasta)
     if args.index and not has_query:
         raise InputError("nothing to query: give --ids, --ids-file, --vectors or --fasta")

@@ -22,14 +22,17 @@ import numpy as np
 
 from .errors import InputError
 from .fasta import BLOCK_SIZE, iter_blocks, parse_block
-from .kmers import N_COLUMNS, count_valid, profiles
-from .matrix import FLOAT16_MAX, NpyStreamWriter, atomic_text, check_output_dir
+from .kmers import K_MAX, N_COLUMNS, count_valid, profiles
+from .matrix import FLOAT16_MAX, NpyStreamWriter, atomic_text, check_output_dir, commit_together
 
 
 #: Reads shrink where records are short so that a block holds about this many
 #: (4 << 20 bytes hold ~14,000 records of 300 bp: 150 MB of float32 rows). With at
 #: most 2 * threads + 1 blocks in flight, rows in memory stay ~11 MB per block.
 MAX_ROWS_PER_BLOCK = 1024
+#: A record with fewer than this fraction of A/C/G/T/N letters is not nucleotide sequence (protein: ~25%):
+#: the input is refused rather than counted into meaningless rows.
+MIN_NUCLEOTIDE_FRACTION = 0.5
 
 
 @dataclass
@@ -54,6 +57,7 @@ class CountStats:
     input_bytes: int = 0
     skipped_short: int = 0
     empty_records: int = 0  # no A/C/G/T base at all (no sequence, or only N): a zero row
+    duplicate_ids: int = 0  # rows whose ID an earlier row already has (duplicate FASTA headers)
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
 
@@ -69,6 +73,8 @@ class CountStats:
             parts.append(f"{self.skipped_short:,} shorter than --min-length skipped")
         if self.empty_records:
             parts.append(f"{self.empty_records:,} with no A/C/G/T base (zero rows)")
+        if self.duplicate_ids:
+            parts.append(f"warning: {self.duplicate_ids:,} duplicate IDs (rows kept; IDs no longer identify rows uniquely)")
         return ", ".join(parts)
 
 
@@ -94,9 +100,24 @@ class BlockResult:
     input_bytes: int
 
 
+def _check_nucleotides(block, record_bases: np.ndarray, name: str) -> None:
+    """Refuse a record that is mostly letters other than A/C/G/T/N (protein, text): one line naming it."""
+    lengths = block.seq_end - block.seq_start
+    # Only records short of A/C/G/T are looked at again (N-rich DNA, or not DNA): real DNA costs nothing here.
+    for i in np.flatnonzero(record_bases < lengths * MIN_NUCLEOTIDE_FRACTION).tolist():
+        stop = int(block.header_start[i + 1]) if i + 1 < len(block) else len(block.buf)
+        raw = bytes(block.buf[int(block.header_end[i]) : stop])
+        nucleotides = int(record_bases[i]) + raw.count(b"N") + raw.count(b"n")
+        if nucleotides < MIN_NUCLEOTIDE_FRACTION * int(lengths[i]):
+            rid = block.ids()[i]
+            raise InputError(f"{name}: record {rid} is not nucleotide sequence (only {nucleotides / lengths[i]:.0%} of its "
+                             f"letters are A/C/G/T/N, less than {MIN_NUCLEOTIDE_FRACTION:.0%}; protein?): nothing written")
+
+
 def _count_block(buf: bytes, name: str, opts: CountOptions) -> BlockResult:
     block = parse_block(buf, name)
     record_bases = count_valid(block.codes, block.seq_start, block.seq_end)  # A/C/G/T bases a record
+    _check_nucleotides(block, record_bases, name)
     starts: list[int] = []
     stops: list[int] = []
     row_ids: list[str] = []
@@ -174,6 +195,9 @@ def check_options(inputs: Sequence[str], opts: CountOptions) -> None:
         raise InputError(f"--dtype must be float32 or float16, not {opts.dtype}")
     if opts.chop < 0 or opts.min_length < 0:
         raise InputError("--chop and --min-length must be >= 0")
+    if 0 < opts.chop < K_MAX:
+        raise InputError(f"--chop {opts.chop} is shorter than the longest k-mer ({K_MAX}): pieces would have no {K_MAX}-mers "
+                         "(and the matrix one 11 kB row per few bases); use a length of at least a few hundred bases")
     if opts.keep_full and not opts.chop:
         raise InputError("--keep-full only makes sense with --chop")
     if sum(1 for p in inputs if p == "-") > 1:
@@ -198,6 +222,7 @@ def iter_counted(inputs: Sequence[str], opts: CountOptions, stats: CountStats,
     _count_block(bytearray(b">warm-up\nACGTACGT\n"), "warm-up", opts)
     t0 = time.perf_counter()
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="count") if threads > 1 else _InlineExecutor()
+    id_hashes: list[np.ndarray] = []  # 8 bytes an ID, to count duplicate headers at the end
     with executor as pool:
         pending: deque = deque()
 
@@ -210,6 +235,7 @@ def iter_counted(inputs: Sequence[str], opts: CountOptions, stats: CountStats,
                 stats.bases += r.bases
                 stats.empty_records += r.empty_records
                 stats.input_bytes += r.input_bytes
+                id_hashes.append(np.fromiter((hash(i) for i in r.ids), np.int64, len(r.ids)))
                 if progress is not None:
                     progress(r.records, r.bases, r.input_bytes)
                 yield r
@@ -226,6 +252,9 @@ def iter_counted(inputs: Sequence[str], opts: CountOptions, stats: CountStats,
                 f.cancel()
             raise
     stats.seconds = time.perf_counter() - t0
+    if id_hashes:
+        all_hashes = np.concatenate(id_hashes)
+        stats.duplicate_ids = int(all_hashes.size - np.unique(all_hashes).size)
 
 
 def count_files(
@@ -240,7 +269,9 @@ def count_files(
     check_output_dir(matrix_path)
     check_output_dir(ids_path)
     stats = CountStats(files=list(inputs))
-    with NpyStreamWriter(matrix_path, N_COLUMNS, np.dtype(opts.dtype)) as writer, atomic_text(ids_path) as id_fh:
+    # Matrix and IDs appear together or not at all (issue 10).
+    with commit_together(), NpyStreamWriter(matrix_path, N_COLUMNS, np.dtype(opts.dtype)) as writer, \
+            atomic_text(ids_path) as id_fh:
         for block in iter_counted(inputs, opts, stats, progress):
             writer.write(block.rows)
             id_fh.writelines(i + "\n" for i in block.ids)

@@ -24,6 +24,7 @@ Nothing here imports TensorFlow except :func:`tf_dataset`.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -209,7 +210,7 @@ def load_split(run_dir: str) -> Split:
                          float(z["val_fraction"]), int(z["max_samples"]))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file (not a train_vae run folder?)") from None
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(f"{path}: not a readable split ({e})") from None
 
 

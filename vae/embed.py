@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol, Sequence
@@ -34,7 +35,8 @@ import numpy as np
 from .errors import InputError
 from .artifacts import KERAS_NAME, SPEC_NAME, WEIGHTS_NAME, shipped_model_dir
 from .kmers import LENGTH_COLUMN, N_COLUMNS, N_FEATURES
-from .matrix import NpyStreamWriter, atomic_path, atomic_text, check_output_dir, open_matrix
+from .matrix import (NpyStreamWriter, atomic_path, atomic_text, check_output_dir, check_rows, commit_now, commit_together,
+                     open_matrix)
 from .transform import clr
 
 #: The shipped model (package data; vae.artifacts owns the lookup and the file names).
@@ -216,12 +218,22 @@ class NumpyEncoder:
                 spec = json.load(fh)
         except (OSError, ValueError) as e:
             raise InputError(f"{spec_path}: not a readable layer description ({e})") from None
+        recorded = spec.get("weights_sha256") if isinstance(spec, dict) else None
+        if recorded and recorded != file_sha256(weights_path):
+            raise InputError(f"{weights_path}: not the weights {Path(spec_path).name} was exported with (SHA-256 differs: "
+                             "damaged, or from another export); export the encoder again")
         try:
             with np.load(weights_path, allow_pickle=False) as z:
                 weights = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as e:
             raise InputError(f"{weights_path}: not a readable weights file ({e})") from None
-        return cls.from_export(spec, weights, source=spec_path)
+        try:
+            enc = cls.from_export(spec, weights, source=spec_path)
+            if enc.z_mean(np.zeros((1, enc.input_dim), np.float32)).shape != (1, enc.latent):
+                raise ValueError(f"the layers do not end in {enc.latent} outputs")
+            return enc
+        except (ValueError, TypeError, AttributeError, IndexError) as e:  # shapes that do not chain, a malformed spec
+            raise InputError(f"{spec_path}: the layer description and {Path(weights_path).name} do not fit together ({e})") from None
 
 
 def portable_paths(path: str) -> tuple[str, str]:
@@ -471,11 +483,15 @@ def clr_batch(rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def embed_rows(encoder: Encoder, rows: np.ndarray) -> np.ndarray:
-    """(n, 1 + latent) float32: the length column, then z_mean of the CLR of the k-mer columns."""
+def embed_rows(encoder: Encoder, rows: np.ndarray, name: str = "input", offset: int = 0) -> np.ndarray:
+    """(n, 1 + latent) float32: the length column, then z_mean of the CLR of the k-mer columns.
+
+    Rows with NaN/Inf, negative or above-1 values are refused (InputError naming ``name`` and the row).
+    """
     rows = np.asarray(rows)
     if rows.ndim != 2 or rows.shape[1] != N_COLUMNS:
         raise InputError(f"expected k-mer matrix rows of {N_COLUMNS} columns, got shape {rows.shape}")
+    check_rows(rows, name, offset=offset)
     out = np.empty((rows.shape[0], 1 + encoder.latent), dtype=OUT_DTYPE)
     out[:, 0] = rows[:, LENGTH_COLUMN]
     if rows.shape[0]:
@@ -497,6 +513,7 @@ def z_mean_of(encoder: Encoder, matrix: np.ndarray, rows: np.ndarray | None = No
             order = np.argsort(idx, kind="stable")
             block = np.empty((stop - start, matrix.shape[1]), dtype=matrix.dtype)
             block[order] = matrix[idx[order]]  # sorted reads: sequential-ish on disk
+        check_rows(block, "matrix", row_numbers=None if rows is None else np.asarray(rows[start:stop]), offset=start)
         out[start:stop] = encoder.z_mean(clr_batch(block))
     return out
 
@@ -512,10 +529,12 @@ def embed_matrix(rows: np.ndarray, model_path: str | None = None, engine: str = 
     return z_mean_of(encoder, rows, batch_size=batch_size)
 
 
-def iter_embeddings(encoder: Encoder, batches: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    """Embed an iterator of row batches."""
+def iter_embeddings(encoder: Encoder, batches: Iterator[np.ndarray], name: str = "input") -> Iterator[np.ndarray]:
+    """Embed an iterator of row batches (``name`` is the input, for messages about bad rows)."""
+    offset = 0
     for rows in batches:
-        yield embed_rows(encoder, rows)
+        yield embed_rows(encoder, rows, name, offset)
+        offset += len(rows)
 
 
 def _iter_memmap(matrix: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -605,7 +624,7 @@ def embed_matrix_file(encoder: Encoder, in_path: str, out_path: str, batch_size:
     matrix = open_matrix(in_path)
     check_output_dir(out_path)
     with NpyStreamWriter(out_path, 1 + encoder.latent, OUT_DTYPE) as w:
-        for emb in iter_embeddings(encoder, _iter_memmap(matrix, batch_size)):
+        for emb in iter_embeddings(encoder, _iter_memmap(matrix, batch_size), in_path):
             w.write(emb)
             if progress is not None:
                 progress(emb.shape[0])
@@ -619,7 +638,7 @@ def embed_stream(encoder: Encoder, in_fh: BinaryIO, out_fh: BinaryIO, batch_size
     check_width(encoder)
     shape, dtype = read_npy_stream_header(in_fh, name)
     w = _StreamNpyWriter(out_fh, shape[0], 1 + encoder.latent)
-    for emb in iter_embeddings(encoder, iter_npy_stream(in_fh, shape, dtype, batch_size, name)):
+    for emb in iter_embeddings(encoder, iter_npy_stream(in_fh, shape, dtype, batch_size, name), name):
         w.write(emb)
         if progress is not None:
             progress(emb.shape[0])
@@ -643,6 +662,8 @@ def sniff_input(path: str) -> str:
         head = fh.read(64)
     if head.startswith(NPY_MAGIC):
         return "npy"
+    if head.startswith(b"PK\x03\x04"):
+        raise InputError(f"{path}: a .npz archive (or other zip), not a .npy k-mer matrix or FASTA file")
     if head[:2] == b"\x1f\x8b":
         import gzip
 
@@ -693,7 +714,9 @@ def embed_fasta(encoder: Encoder, inputs: Sequence[str], out: str | BinaryIO, id
     target = os.path.join(work, "emb.npy") if to_stream else out
     ids_target = os.path.join(work, "ids.txt") if to_stream else ids_path
     try:
-        with NpyStreamWriter(target, 1 + encoder.latent, OUT_DTYPE) as w, atomic_text(ids_target) as id_fh:
+        # Embeddings and IDs appear together or not at all; the stream's work files are private (renamed at once).
+        with (commit_now() if to_stream else commit_together()), \
+                NpyStreamWriter(target, 1 + encoder.latent, OUT_DTYPE) as w, atomic_text(ids_target) as id_fh:
             for block in iter_counted(list(inputs), opts, stats, count_progress):
                 for a in range(0, block.rows.shape[0], batch_size):
                     emb = embed_rows(encoder, block.rows[a : a + batch_size])

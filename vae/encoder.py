@@ -50,21 +50,25 @@ class ExportResult:
 
 
 def run(opts: ExportOptions) -> ExportResult:
-    """Write the export, compare it with Keras on random CLR-like rows; remove it and raise when they differ."""
-    from .embed import KerasEncoder, NumpyEncoder, export_encoder
+    """Build the export in memory, compare it with Keras on random CLR-like rows, and write it only when they agree."""
+    from .embed import KerasEncoder, NumpyEncoder, export_encoder, portable_from_keras, portable_paths
+    from .matrix import commit_together, pending_path
+    from .paths import check_paths
 
-    spec_path, weights_path = export_encoder(opts.model, opts.output)
-    keras_enc, numpy_enc = KerasEncoder(opts.model), NumpyEncoder.load(spec_path)
+    check_paths([opts.model], list(portable_paths(opts.output or opts.model)))
+    keras_enc = KerasEncoder(opts.model)
+    # Checked before anything is written: a failed export leaves nothing behind.
+    numpy_enc = NumpyEncoder.from_export(*portable_from_keras(keras_enc.full_model, opts.model), source=opts.model)
     # CLR-like input: zero-mean values of the scale the encoder sees.
     x = np.random.default_rng(0).normal(0.0, 1.0, size=(CHECK_ROWS, keras_enc.input_dim)).astype(np.float32)
     diff = float(np.max(np.abs(keras_enc.z_mean(x) - numpy_enc.z_mean(x))))
-    size = os.path.getsize(weights_path) + os.path.getsize(spec_path)
+    if not diff <= opts.tolerance:
+        raise InputError(f"the export would differ from Keras by {diff:.2e} > {opts.tolerance:g}; nothing written "
+                         "(unsupported layer semantics?)")
+    with commit_together():
+        spec_path, weights_path = export_encoder(opts.model, opts.output)
+        size = os.path.getsize(pending_path(weights_path)) + os.path.getsize(pending_path(spec_path))
     if not opts.quiet:
         print(f"export_encoder: {opts.model} -> {weights_path} + {spec_path} ({size / 1e6:.1f} MB; "
               f"latent {numpy_enc.latent}; max |numpy - keras| z_mean = {diff:.2e})", file=sys.stderr)
-    if not diff <= opts.tolerance:
-        for p in (spec_path, weights_path):
-            os.unlink(p)
-        raise InputError(f"the export differs from Keras by {diff:.2e} > {opts.tolerance:g}; removed it "
-                         "(unsupported layer semantics?)")
     return ExportResult(spec_path, weights_path, diff, numpy_enc.latent)

@@ -37,7 +37,7 @@ import numpy as np
 from .embed import Encoder, check_width, z_mean_of
 from .errors import InputError
 from .kmers import LENGTH_COLUMN, N_FEATURES
-from .matrix import open_matrix, read_ids
+from .matrix import check_rows, open_matrix, read_ids
 from .transform import clr
 
 METRICS = ("euclidean", "cosine")
@@ -73,6 +73,7 @@ def take_rows(matrix: np.ndarray, idx: np.ndarray) -> np.ndarray:
     order = np.argsort(idx, kind="stable")
     out = np.empty((idx.shape[0], matrix.shape[1]), dtype=np.float32)
     out[order] = matrix[idx[order]]
+    check_rows(out, getattr(matrix, "filename", None) or "matrix", row_numbers=idx)  # NaN rows would break PCA/CLR
     return out
 
 
@@ -570,7 +571,10 @@ def read_labels(path: str, ids: Sequence[str], ranks: Sequence[str] | None = Non
                     continue
                 if len(rec) != len(header):
                     raise InputError(f"{path}: line {lineno} has {len(rec)} fields, the header has {len(header)}")
-                table[rec[0].strip()] = [v.strip() for v in rec[1:]]
+                key, vals = rec[0].strip(), [v.strip() for v in rec[1:]]
+                if key in table and table[key] != vals:
+                    raise InputError(f"{path}: line {lineno}: {key} appears again with other labels; give each ID one line")
+                table[key] = vals
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except UnicodeDecodeError:

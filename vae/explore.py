@@ -66,6 +66,10 @@ def _check_ids(path: str, n_rows: int, ids_path: str | None) -> list[str] | None
     ids = read_ids(ids_path)
     if len(ids) != n_rows:
         raise InputError(f"{path} has {n_rows:,} rows but {ids_path} has {len(ids):,} IDs: they must be row-aligned")
+    n_dup = len(ids) - len(set(ids))
+    if n_dup:
+        print(f"warning: {ids_path}: {n_dup:,} duplicate IDs (an ID names several rows: lookups by ID take the first)",
+              file=sys.stderr)
     return ids
 
 
@@ -271,7 +275,12 @@ def run_tsne(x: np.ndarray, *, quiet: bool = False, progress: bool = True, **set
         if bar is not None:
             bar.close()
     _log(f"tsne: {total} iterations done, {time.perf_counter() - t0:.1f} s in all", quiet)
-    return np.asarray(emb, dtype=np.float32)
+    out = np.asarray(emb, dtype=np.float32)
+    if not np.isfinite(out).all():
+        # e.g. all points identical: the affinities are undefined and openTSNE returns NaN.
+        raise InputError(f"t-SNE gave non-finite coordinates for {int((~np.isfinite(out).all(axis=1)).sum()):,} of "
+                         f"{out.shape[0]:,} points (are the points identical or nearly so?); nothing written")
+    return out
 
 
 def knn_preservation(x: np.ndarray, y: np.ndarray, k: int = 10, n_queries: int = 1000, seed: int = 42) -> float:

@@ -134,6 +134,8 @@ def check_fasta_start(chunk: bytes, name: str) -> None:
         raise InputError(f"{name}: empty file (only whitespace)")
     if not stripped.startswith(b">"):
         raise InputError(f"{name}: not a FASTA file (first record does not start with '>')")
+    if b"\r" in chunk and b"\n" not in chunk:
+        raise InputError(f"{name}: lines end in CR only (classic Mac): convert them first, e.g. tr '\\r' '\\n' < in.fa > out.fa")
 
 
 @dataclass

@@ -7,8 +7,10 @@ read through memmaps and written in bounded chunks, never held whole in RAM.
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import sys
+import zipfile
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -40,19 +42,101 @@ def temp_path_for(path: str, suffix: str = "") -> str:
     ``suffix`` is for writers that insist on an extension (Keras: ``.keras``, ``np.savez``: ``.npz``).
     """
     d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.tmp-{os.getpid()}{suffix}")
+    # pid + a counter: two outputs of one process never share a temporary (issue 10: -id o.npy -k o.npy).
+    return os.path.join(d, f".{base}.tmp-{os.getpid()}-{next(_TMP_SERIAL)}{suffix}")
+
+
+_TMP_SERIAL = itertools.count()
+#: Open commit_together() groups (innermost last): renames wait in the innermost one.
+_GROUPS: list[list[tuple[str, str]] | None] = []
+
+
+def _commit(tmp: str, path: str) -> None:
+    """Rename ``tmp`` to ``path`` now, or at the end of the open :func:`commit_together` group."""
+    if _GROUPS and _GROUPS[-1] is not None:
+        _GROUPS[-1].append((tmp, path))
+    else:
+        os.replace(tmp, path)
+
+
+@contextmanager
+def commit_now() -> Iterator[None]:
+    """Inside a :func:`commit_together` group: renames in this block happen at once (private work files)."""
+    _GROUPS.append(None)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _GROUPS.pop()
+
+
+@contextmanager
+def commit_together() -> Iterator[None]:
+    """Hold back every rename of the outputs written inside the block; do them all only when it succeeds.
+
+    A command with several outputs (matrix + IDs, map + figure + JSON) wraps its
+    writing in this, so a failure anywhere (a bad input found late, a full disk,
+    Ctrl-C) leaves none of them, instead of some finished-looking ones. If a rename
+    itself fails, the outputs already renamed by the group are removed again.
+    """
+    group: list[tuple[str, str]] = []
+    _GROUPS.append(group)
+    try:
+        yield
+    except BaseException:
+        _GROUPS.pop()
+        for tmp, _ in group:
+            _unlink_quietly(tmp)
+        raise
+    _GROUPS.pop()
+    if _GROUPS and _GROUPS[-1] is not None:  # nested: the enclosing group decides
+        _GROUPS[-1].extend(group)
+        return
+    done: list[str] = []
+    try:
+        for tmp, path in group:
+            os.replace(tmp, path)
+            done.append(path)
+    except BaseException:
+        for p in done:
+            _unlink_quietly(p)
+        for tmp, _ in group:
+            _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def pending_path(path: str) -> str:
+    """Where the content of ``path`` is now: its temporary while a :func:`commit_together` group holds it back."""
+    for group in reversed(_GROUPS):
+        for tmp, final in reversed(group or []):
+            if final == path:
+                return tmp
+    return path
 
 
 @contextmanager
 def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
-    """Yield a temporary path beside ``path``; rename it into place on success, remove it on any failure."""
+    """Yield a temporary path beside ``path``; rename it into place on success, remove it on any failure.
+
+    Inside :func:`commit_together` the rename waits for the end of the group.
+    """
     tmp = temp_path_for(path, suffix)
     try:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    try:
+        _commit(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
 
 
 def check_output_dir(path: str) -> None:
@@ -93,7 +177,7 @@ class NpyStreamWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        os.replace(self.tmp, self.path)
+        _commit(self.tmp, self.path)
 
     def abort(self) -> None:
         try:
@@ -143,8 +227,12 @@ def open_matrix(path: str, n_cols: int | None = N_COLUMNS, mmap: bool = True) ->
         m = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(f"{path}: not a readable .npy matrix ({e})") from None
+    if not isinstance(m, np.ndarray):  # np.load opens any zip (.npz) as an archive of arrays
+        if hasattr(m, "close"):
+            m.close()
+        raise InputError(f"{path}: a .npz archive (or other zip), not a .npy matrix")
     if m.ndim != 2:
         raise InputError(f"{path}: expected a 2-D matrix, got {m.ndim}-D with shape {m.shape}")
     if m.dtype.kind != "f":
@@ -180,8 +268,11 @@ def concatenate(
         raise InputError(f"{len(matrices)} matrices but {len(id_files)} ID files: give one ID file per matrix")
     if not matrices:
         raise InputError("no input matrices given")
-    mats = [open_matrix(p, n_cols=None) for p in matrices]
+    mats = [open_matrix(p) for p in matrices]  # k-mer matrices only: the rest of the pipeline rejects other widths
     n_cols, dtype = mats[0].shape[1], mats[0].dtype
+    for p, m in zip(matrices, mats):
+        if m.dtype.name not in ALLOWED_DTYPES:
+            raise InputError(f"{p}: dtype {m.dtype}; k-mer matrices are {' or '.join(ALLOWED_DTYPES)} (convert first)")
     for p, m in zip(matrices, mats):
         if m.shape[1] != n_cols:
             raise InputError(f"{p}: has {m.shape[1]} columns but {matrices[0]} has {n_cols}: matrices must have the same width")
@@ -203,7 +294,7 @@ def concatenate(
     check_output_dir(out_npy)
     offsets = np.cumsum([0] + [m.shape[0] for m in mats])
     order = np.random.default_rng(seed).permutation(n) if shuffle else None
-    with NpyStreamWriter(out_npy, n_cols, dtype) as w:
+    with commit_together(), NpyStreamWriter(out_npy, n_cols, dtype) as w:  # .npy and .txt appear together
         for start, stop in iter_row_chunks(n, n_cols, dtype.itemsize, chunk_bytes):
             if order is None:
                 w.write(_gather_range(mats, offsets, start, stop))
@@ -240,3 +331,61 @@ def _gather_rows(mats: Sequence[np.ndarray], offsets: np.ndarray, rows: np.ndarr
             srt = np.argsort(local, kind="stable")
             out[sel[srt]] = m[local[srt]]
     return out
+
+
+#: Rows hashed by :func:`fingerprint`: evenly spaced, so a reshuffle or an edit of the matrix changes them.
+FINGERPRINT_ROWS = 64
+
+
+def fingerprint(path: str, ids_path: str | None = None) -> dict:
+    """A cheap identity of a matrix (and its IDs): file size, shape, dtype and a SHA-256 of evenly spaced rows.
+
+    Recorded by ``train_vae`` and checked on ``--resume`` and ``verify_local_distances --run-dir``:
+    a reshuffled or otherwise different matrix of the same shape is caught without reading it whole.
+    """
+    import hashlib
+
+    m = open_matrix(path, n_cols=None)
+    h = hashlib.sha256(f"{m.shape} {m.dtype.str}".encode())
+    if m.shape[0]:
+        for r in np.unique(np.linspace(0, m.shape[0] - 1, FINGERPRINT_ROWS).astype(np.int64)).tolist():
+            h.update(np.ascontiguousarray(m[r]).tobytes())
+    out = {"bytes": os.path.getsize(path), "rows_sha256": h.hexdigest(), "rows_hashed": min(FINGERPRINT_ROWS, m.shape[0])}
+    if ids_path:
+        hi = hashlib.sha256("\n".join(read_ids(ids_path)).encode())
+        out["ids_sha256"] = hi.hexdigest()
+    return out
+
+
+def check_fingerprint(path: str, recorded: dict | None, what: str) -> None:
+    """Refuse ``path`` when its :func:`fingerprint` differs from ``recorded`` (None: an older run, not checked)."""
+    if not recorded:
+        return
+    now = fingerprint(path)
+    for key in ("bytes", "rows_sha256"):
+        if key in recorded and recorded[key] != now[key]:
+            raise InputError(f"{path}: not the matrix {what} was made from (its {'size' if key == 'bytes' else 'rows'} "
+                             "differ: reshuffled, re-counted or another file); give the same matrix")
+
+
+#: k-mer frequencies above this are out of range (a group sums to 1; float16 rounding stays far below).
+MAX_FREQUENCY = 1.0 + 1e-3
+
+
+def check_rows(rows: np.ndarray, name: str = "input", row_numbers: np.ndarray | None = None, offset: int = 0) -> None:
+    """Refuse k-mer matrix rows holding NaN/Inf, negative values or frequencies above 1, with one line.
+
+    Checked on the way in by every command that turns rows into results (embedding, the
+    evaluations), so a damaged matrix is refused instead of becoming NaN embeddings.
+    ``row_numbers`` (or ``offset``) map positions in ``rows`` back to matrix rows for the message.
+    """
+    if rows.size == 0:
+        return
+    bad = ~np.isfinite(rows).all(axis=1) | (rows < 0).any(axis=1)
+    if rows.shape[1] > 1:
+        bad |= (rows[:, 1:] > MAX_FREQUENCY).any(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        first = int(row_numbers[i]) if row_numbers is not None else offset + i
+        raise InputError(f"{name}: {int(bad.sum()):,} row(s) with NaN/Inf, negative or above-1 k-mer values (first: row "
+                         f"{first}); k-mer frequencies must be finite and within [0, 1]")

@@ -42,7 +42,7 @@ from . import __version__
 from .data import SPLIT_FILE, BatchPlan, MatrixReader, RowStream, check_values, load_split, make_split, tf_dataset
 from .errors import InputError
 from .kmers import FEATURE_SLICES, K_ORDER
-from .matrix import atomic_path, atomic_text
+from .matrix import atomic_path, atomic_text, check_fingerprint, fingerprint
 
 from .runtime import import_keras  # tests and benches import it from here too
 
@@ -126,6 +126,9 @@ class TrainerState:
     session: int = 0  # 0 for the first run, +1 per resume
     model: str = ""  # file name of the checkpoint in resume/
     finished: bool = False
+    # The random generators' states ({layer name: [[seed, counter], ...]}): the Sampling and Dropout layers'
+    # SeedGenerators are not saved with the model, and an exact resume needs them (issue 10).
+    rng: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -134,6 +137,24 @@ class TrainerState:
     def from_json(cls, text: str) -> "TrainerState":
         d = json.loads(text)
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+def rng_states(model) -> dict:
+    """The states of the SeedGenerators of every layer of ``model``, by layer name (JSON-ready)."""
+    out = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        gens = getattr(layer, "_seed_generators", None) or []
+        if gens:
+            out[layer.name] = [np.asarray(g.state.numpy()).tolist() for g in gens]
+    return out
+
+
+def set_rng_states(model, states: dict) -> None:
+    """Restore what :func:`rng_states` recorded (layers are matched by name)."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        gens = getattr(layer, "_seed_generators", None) or []
+        for g, value in zip(gens, states.get(layer.name, [])):
+            g.state.assign(np.asarray(value, dtype=g.state.dtype))
 
 
 @dataclass
@@ -428,10 +449,7 @@ def train(opts: TrainOptions) -> TrainResult:
         opts = _merge_resume(opts, stored)
         if not opts.input:
             opts = dataclasses.replace(opts, input=stored["input"]["path"])
-        state_path = os.path.join(run_dir, RESUME_DIR, STATE_FILE)
-        if os.path.isfile(state_path):
-            with open(state_path, encoding="utf-8") as fh:
-                state = TrainerState.from_json(fh.read())
+        state = _read_resume_state(run_dir)
     else:
         if not opts.input:
             raise InputError("no input matrix given (-i)")
@@ -445,6 +463,7 @@ def train(opts: TrainOptions) -> TrainResult:
         if [n_rows, reader.shape[1]] != list(si["shape"]) or reader.dtype.name != si["dtype"]:
             raise InputError(f"{opts.input}: shape {reader.shape} {reader.dtype} differs from the run's input "
                              f"{tuple(si['shape'])} {si['dtype']} ({si['path']}): not the same matrix")
+        check_fingerprint(opts.input, si.get("fingerprint"), f"the run {run_dir}")
         split = load_split(run_dir)
         if split.n_rows != n_rows:
             raise InputError(f"{run_dir}/{SPLIT_FILE} is for {split.n_rows} rows, the input has {n_rows}")
@@ -485,7 +504,8 @@ def train(opts: TrainOptions) -> TrainResult:
         config = {
             "format": "kmer-vae train_vae run 1",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "input": {"path": os.path.abspath(opts.input), "shape": list(reader.shape), "dtype": reader.dtype.name},
+            "input": {"path": os.path.abspath(opts.input), "shape": list(reader.shape), "dtype": reader.dtype.name,
+                      "fingerprint": fingerprint(opts.input)},
             "hyperparameters": _hyperparameters(opts),
             "split": {"file": SPLIT_FILE, "seed": opts.seed, "val_fraction": opts.val_fraction,
                       "max_samples": opts.max_samples, "n_train": int(n_train), "n_val": int(n_val)},
@@ -494,13 +514,6 @@ def train(opts: TrainOptions) -> TrainResult:
             "versions": versions,
             "resumes": [],
         }
-        _write_json(os.path.join(run_dir, CONFIG_FILE), config)
-    else:
-        config = stored
-        config["hyperparameters"] = _hyperparameters(opts)
-        config.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                 "at_epoch": state.epoch if state else 0,
-                                                 "input": os.path.abspath(opts.input), "versions": versions})
         _write_json(os.path.join(run_dir, CONFIG_FILE), config)
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -516,15 +529,24 @@ def train(opts: TrainOptions) -> TrainResult:
         keras.utils.set_random_seed(opts.seed + state.epoch)
         try:
             vae = keras.saving.load_model(path)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot load the resume checkpoint ({e})") from None
+        except Exception as e:  # Keras raises many types on a damaged file (ValueError, OSError, BadZipFile ...)
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise InputError(f"{path}: cannot load the resume checkpoint ({msg}); the run is unchanged") from None
         state.session += 1
         vae.optimizer.learning_rate.assign(state.lr)
+        set_rng_states(vae, state.rng)
+        # The run's config records the resume only once the checkpoint has loaded.
+        config = stored
+        config["hyperparameters"] = _hyperparameters(opts)
+        config.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                 "at_epoch": state.epoch, "input": os.path.abspath(opts.input),
+                                                 "versions": versions})
+        _write_json(os.path.join(run_dir, CONFIG_FILE), config)
     else:
         keras.utils.set_random_seed(opts.seed)
         vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True)
         vae.compile(optimizer=keras.optimizers.Adam(learning_rate=opts.lr))
-        state = TrainerState(lr=opts.lr, session=0 if fresh else 1)
+        state = TrainerState(lr=opts.lr, session=0)
 
     workers = opts.workers or _auto_workers()
     plan = BatchPlan(split.train, opts.batch_size, shuffle=True, seed=opts.seed)
@@ -596,6 +618,23 @@ def tf_dataset_from(stream: RowStream, batches_done: int):
     """The infinite training dataset, starting after ``batches_done`` batches of the stream."""
     epoch, skip = divmod(batches_done, stream.steps)
     return tf_dataset(stream, epoch, skip=skip)
+
+
+def _read_resume_state(run_dir: str) -> TrainerState:
+    """The state of the last completed epoch; refuses (one line) when it is missing or damaged, never restarts."""
+    state_path = os.path.join(run_dir, RESUME_DIR, STATE_FILE)
+    if not os.path.isfile(state_path):
+        raise InputError(f"{run_dir}: no completed epoch to resume ({os.path.join(RESUME_DIR, STATE_FILE)} is missing); "
+                         "start a new run with another -o (or remove this folder)")
+    try:
+        with open(state_path, encoding="utf-8") as fh:
+            state = TrainerState.from_json(fh.read())
+    except (OSError, ValueError, TypeError) as e:
+        raise InputError(f"{state_path}: damaged resume state ({e}); start a new run with another -o") from None
+    if not state.model or not os.path.isfile(os.path.join(run_dir, RESUME_DIR, state.model)):
+        raise InputError(f"{state_path}: its checkpoint {state.model or '(none)'} is missing from {RESUME_DIR}/; "
+                         "start a new run with another -o")
+    return state
 
 
 def _write_state(run_dir: str, state: TrainerState) -> None:
@@ -714,6 +753,7 @@ class _EpochLogic:
         name = f"vae-epoch{self.state.epoch:05d}.keras"
         _atomic_save(self.model, os.path.join(d, name))
         self.state.model = name
+        self.state.rng = rng_states(self.model)
         _write_state(self.run_dir, self.state)  # the atomic switch to the new checkpoint
         for old in glob.glob(os.path.join(d, "vae-epoch*.keras")):
             if os.path.basename(old) != name:

@@ -117,7 +117,7 @@ def concatenate_matrices_parser() -> argparse.ArgumentParser:
     p = _parser(
         "concatenate_matrices",
         "Concatenate k-mer matrices and their ID files into NAME.npy and NAME.txt, keeping every\n"
-        "(ID, row) pair together; --shuffle permutes rows out of core (bounded memory).\n\n"
+        "(ID, row) pair together; --shuffle permutes rows out of core (two sequential passes, ~256 MB of rows in RAM).\n\n"
         "example: concatenate_matrices -i a.npy b.npy -id a.txt b.txt -o train --shuffle",
     )
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="NPY", help="input matrices")
@@ -241,14 +241,17 @@ def embedding_parser() -> argparse.ArgumentParser:
         "examples:\n"
         "  embedding -m encoder.keras < kmers.npy > emb.npy\n"
         "  embedding -i contigs.fa.gz -o emb.npy            # default model; IDs -> emb.txt\n"
-        "  embedding -i kmers.npy -o emb.npy --engine numpy  # no TensorFlow needed",
+        "  embedding -i kmers.npy -o emb.npy --engine numpy  # no TensorFlow needed\n"
+        "  embedding -i s1.fa.gz s2.npy -o embeddings/       # one encoder load; embeddings/s1.npy + .txt, ...",
     )
     p.add_argument("-m", "--model", metavar="ENCODER",
                    help="encoder .keras, or a portable export (.json/.npz from export_encoder); "
                         "default: Models/default/ of the checkout")
     p.add_argument("-i", "--input", nargs="+", metavar="FILE",
                    help="k-mer matrix .npy, or FASTA files (plain or .gz; detected by name or content); default: .npy on stdin")
-    p.add_argument("-o", "--output", metavar="EMB.npy", help="output .npy (written atomically); default: stdout")
+    p.add_argument("-o", "--output", metavar="EMB.npy",
+                   help="output .npy (written atomically); default: stdout. A folder (ending in / or existing): "
+                        "each input gets FOLDER/<name>.npy + <name>.txt (a matrix's IDs copied from the .txt beside it)")
     p.add_argument("--ids-out", metavar="IDS.txt", help="IDs file for FASTA input (default: the output name with .txt)")
     p.add_argument("--engine", choices=["auto", "keras", "numpy"], default="auto",
                    help="keras (TensorFlow) or numpy (portable export, no TensorFlow); auto = keras when TensorFlow is installed")
@@ -273,6 +276,8 @@ def _embedding(args: argparse.Namespace) -> int:
         raise InputError("--batch-size must be >= 1")
     if args.input == ["-"]:
         args.input = None  # stdin: a .npy stream (FASTA must be a file, counted before embedding)
+    if args.output and (args.output.endswith(("/", os.sep)) or os.path.isdir(args.output)):
+        return _embedding_to_dir(args)
     kinds = [sniff_input(p) for p in args.input] if args.input else ["npy"]
     if "npy" in kinds and len(kinds) > 1:
         raise InputError("give one .npy matrix, or one or more FASTA files (concatenate matrices with concatenate_matrices)")
@@ -324,6 +329,38 @@ def _embedding(args: argparse.Namespace) -> int:
     where = args.output or "stdout"
     print(f"embedding: {n:,} rows -> {where} ({engine} engine, latent {encoder.latent}, {encoder.source}; "
           f"{n / dt if dt > 0 else 0:,.0f} rows/s){'; IDs -> ' + ids_out if fasta else ''}", file=sys.stderr)
+    return 0
+
+
+def _embedding_to_dir(args: argparse.Namespace) -> int:
+    """``-o DIR/``: every input to DIR/<name>.npy + .txt with one encoder load."""
+    import time
+
+    from .count import CountOptions
+    from .embed import EmbedManyOptions, embed_many, load_encoder, plan_many
+    from .progress import counting_bar, rows_bar
+
+    if not args.input:
+        raise InputError("-o FOLDER/ needs input files (-i A B ...): stdin has no name to write under")
+    if args.ids_out:
+        raise InputError("--ids-out is for a single output; with -o FOLDER/ the IDs go to FOLDER/<name>.txt")
+    opts = EmbedManyOptions(args.input, args.output, args.batch_size,
+                            CountOptions(min_length=args.min_length, chop=args.chop, threads=args.threads))
+    if not os.path.isdir(args.output) and os.path.exists(args.output.rstrip("/" + os.sep)):
+        raise InputError(f"{args.output}: exists and is not a folder")
+    kinds = [k for _, k, _, _ in plan_many(opts)]  # checks names and matrices before the encoder loads
+    if "fasta" not in kinds and (args.chop or args.min_length):
+        raise InputError("--chop and --min-length are for FASTA input; a matrix keeps its rows")
+    encoder = load_encoder(args.model, args.engine)
+    t0 = time.perf_counter()
+    with rows_bar(None, desc="embedding", disable=args.quiet) as update, counting_bar(disable=args.quiet) as cupdate:
+        done = embed_many(encoder, opts, progress=update, count_progress=cupdate)
+    dt = time.perf_counter() - t0
+    n = sum(r for _, r, _ in done)
+    for out, rows, note in done:
+        print(f"embedding: {rows:,} rows -> {out}; {note}", file=sys.stderr)
+    print(f"embedding: {len(done)} inputs, {n:,} rows, one encoder load ({encoder.source}; "
+          f"{n / dt if dt > 0 else 0:,.0f} rows/s)", file=sys.stderr)
     return 0
 
 

@@ -193,6 +193,9 @@ def train_vae_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=_positive_int, default=D.steps_per_epoch, metavar="N",
                    help="batches per epoch (0 = one pass over the training rows)")
     p.add_argument("--workers", type=_positive_int, default=D.workers, help="reader threads (0 = from the number of cores)")
+    p.add_argument("--devices", type=int, default=D.devices, metavar="N",
+                   help="data-parallel training on N GPUs (tf.distribute.MirroredStrategy: each global batch of "
+                        "--batch-size rows split across them); 0 = all visible GPUs")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-epoch lines remain)")
     return p
 
@@ -213,7 +216,7 @@ def _train_vae(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, max_samples=args.max_samples, seed=args.seed, dropout=args.dropout,
         patience=args.patience, lr_factor=args.lr_factor, min_lr=args.min_lr, early_stopping=args.early_stopping,
         resume=args.resume, mixed_precision=args.mixed_precision, steps_per_epoch=args.steps_per_epoch,
-        workers=args.workers, quiet=args.quiet,
+        workers=args.workers, quiet=args.quiet, devices=args.devices,
     )
     try:
         train(opts)

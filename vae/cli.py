@@ -37,8 +37,13 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.Argum
     except InputError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no output was written", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # A command that kept something (train_vae's last epoch) says what in the exception; it has already said it
+        # on stderr unless --quiet silenced that, and --quiet still reports the outcome of an interruption.
+        if not e.args:
+            print(f"{prog}: interrupted; no output was written", file=sys.stderr)
+        elif getattr(args, "quiet", False):
+            print(e.args[0], file=sys.stderr)
         return 130
     except BrokenPipeError:
         # Downstream of a pipe closed early (e.g. `| head`): not our failure to report.
@@ -160,7 +165,7 @@ def concatenate_matrices_parser() -> argparse.ArgumentParser:
     p = _parser(
         "concatenate_matrices",
         "Concatenate k-mer matrices and their ID files into NAME.npy and NAME.txt, keeping every\n"
-        "(ID, row) pair together; --shuffle permutes rows out of core (bounded memory).\n\n"
+        "(ID, row) pair together; --shuffle permutes rows out of core (two sequential passes, ~256 MB of rows in RAM).\n\n"
         "example: concatenate_matrices -i a.npy b.npy -id a.txt b.txt -o train --shuffle",
     )
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="NPY", help="input matrices")
@@ -239,6 +244,9 @@ def train_vae_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=_positive_int, default=D.steps_per_epoch, metavar="N",
                    help="batches per epoch (0 = one pass over the training rows)")
     p.add_argument("--workers", type=_positive_int, default=D.workers, help="reader threads (0 = from the number of cores)")
+    p.add_argument("--devices", type=int, default=D.devices, metavar="N",
+                   help="data-parallel training on N GPUs (tf.distribute.MirroredStrategy: each global batch of "
+                        "--batch-size rows split across them); 0 = all visible GPUs")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-epoch lines remain)")
     return p
 
@@ -246,7 +254,7 @@ def train_vae_parser() -> argparse.ArgumentParser:
 def _train_vae(args: argparse.Namespace) -> int:
     import time
 
-    from .train import TrainingInterrupted, TrainOptions, train
+    from .train import TrainOptions, train
 
     run_dir = args.output
     if run_dir is None:
@@ -262,12 +270,9 @@ def _train_vae(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, max_samples=args.max_samples, seed=args.seed, dropout=args.dropout,
         patience=args.patience, lr_factor=args.lr_factor, min_lr=args.min_lr, early_stopping=args.early_stopping,
         resume=args.resume, mixed_precision=args.mixed_precision, steps_per_epoch=args.steps_per_epoch,
-        workers=args.workers, quiet=args.quiet,
+        workers=args.workers, quiet=args.quiet, devices=args.devices,
     )
-    try:
-        train(opts)
-    except TrainingInterrupted:
-        return 130  # train() has said where the last completed epoch is
+    train(opts)  # TrainingInterrupted (Ctrl-C) says where the last completed epoch is: run() reports it
     return 0
 
 
@@ -291,14 +296,17 @@ def embedding_parser() -> argparse.ArgumentParser:
         "examples:\n"
         "  embedding -m encoder.keras < kmers.npy > emb.npy\n"
         "  embedding -i contigs.fa.gz -o emb.npy            # default model; IDs -> emb.txt\n"
-        "  embedding -i kmers.npy -o emb.npy --engine numpy  # no TensorFlow needed",
+        "  embedding -i kmers.npy -o emb.npy --engine numpy  # no TensorFlow needed\n"
+        "  embedding -i s1.fa.gz s2.npy -o embeddings/       # one encoder load; embeddings/s1.npy + .txt, ...",
     )
     p.add_argument("-m", "--model", metavar="ENCODER",
                    help="encoder .keras, or a portable export (.json/.npz from export_encoder); "
                         "default: the shipped model (Models/default/)")
     p.add_argument("-i", "--input", nargs="+", metavar="FILE",
                    help="k-mer matrix .npy, or FASTA files (plain or .gz; detected by name or content); default: .npy on stdin")
-    p.add_argument("-o", "--output", metavar="EMB.npy", help="output .npy (written atomically); default: stdout")
+    p.add_argument("-o", "--output", metavar="EMB.npy",
+                   help="output .npy (written atomically); default: stdout. A folder (ending in / or existing): "
+                        "each input gets FOLDER/<name>.npy + <name>.txt (a matrix's IDs copied from the .txt beside it)")
     p.add_argument("--ids-out", metavar="IDS.txt", help="IDs file for FASTA input (default: the output name with .txt)")
     p.add_argument("--engine", choices=["auto", "keras", "numpy"], default="auto",
                    help="keras (TensorFlow) or numpy (portable export, no TensorFlow); auto = keras when TensorFlow is installed")
@@ -323,6 +331,8 @@ def _embedding(args: argparse.Namespace) -> int:
         raise InputError("--batch-size must be >= 1")
     if args.input == ["-"]:
         args.input = None  # stdin: a .npy stream (FASTA must be a file, counted before embedding)
+    if args.output and (args.output.endswith(("/", os.sep)) or os.path.isdir(args.output)):
+        return _embedding_to_dir(args)
     kinds = [sniff_input(p) for p in args.input] if args.input else ["npy"]
     if "npy" in kinds and len(kinds) > 1:
         raise InputError("give one .npy matrix, or one or more FASTA files (concatenate matrices with concatenate_matrices)")
@@ -377,6 +387,38 @@ def _embedding(args: argparse.Namespace) -> int:
     where = args.output or "stdout"
     print(f"embedding: {n:,} rows -> {where} ({engine} engine, latent {encoder.latent}, {encoder.source}; "
           f"{n / dt if dt > 0 else 0:,.0f} rows/s){'; IDs -> ' + ids_out if fasta else ''}", file=sys.stderr)
+    return 0
+
+
+def _embedding_to_dir(args: argparse.Namespace) -> int:
+    """``-o DIR/``: every input to DIR/<name>.npy + .txt with one encoder load."""
+    import time
+
+    from .count import CountOptions
+    from .embed import EmbedManyOptions, embed_many, load_encoder, plan_many
+    from .progress import counting_bar, rows_bar
+
+    if not args.input:
+        raise InputError("-o FOLDER/ needs input files (-i A B ...): stdin has no name to write under")
+    if args.ids_out:
+        raise InputError("--ids-out is for a single output; with -o FOLDER/ the IDs go to FOLDER/<name>.txt")
+    opts = EmbedManyOptions(args.input, args.output, args.batch_size,
+                            CountOptions(min_length=args.min_length, chop=args.chop, threads=args.threads))
+    if not os.path.isdir(args.output) and os.path.exists(args.output.rstrip("/" + os.sep)):
+        raise InputError(f"{args.output}: exists and is not a folder")
+    kinds = [k for _, k, _, _ in plan_many(opts)]  # checks names and matrices before the encoder loads
+    if "fasta" not in kinds and (args.chop or args.min_length):
+        raise InputError("--chop and --min-length are for FASTA input; a matrix keeps its rows")
+    encoder = load_encoder(args.model, args.engine)
+    t0 = time.perf_counter()
+    with rows_bar(None, desc="embedding", disable=args.quiet) as update, counting_bar(disable=args.quiet) as cupdate:
+        done = embed_many(encoder, opts, progress=update, count_progress=cupdate)
+    dt = time.perf_counter() - t0
+    n = sum(r for _, r, _ in done)
+    for out, rows, note in done:
+        print(f"embedding: {rows:,} rows -> {out}; {note}", file=sys.stderr)
+    print(f"embedding: {len(done)} inputs, {n:,} rows, one encoder load ({encoder.source}; "
+          f"{n / dt if dt > 0 else 0:,.0f} rows/s)", file=sys.stderr)
     return 0
 
 

@@ -36,7 +36,7 @@ from .errors import InputError
 from .artifacts import KERAS_NAME, SPEC_NAME, WEIGHTS_NAME, shipped_model_dir
 from .kmers import LENGTH_COLUMN, N_COLUMNS, N_FEATURES
 from .matrix import (NpyStreamWriter, atomic_path, atomic_text, check_output_dir, check_rows, commit_now, commit_together,
-                     open_matrix)
+                     open_matrix, read_ids)
 from .transform import clr
 
 #: The shipped model (package data; vae.artifacts owns the lookup and the file names).
@@ -739,3 +739,98 @@ def embed_fasta(encoder: Encoder, inputs: Sequence[str], out: str | BinaryIO, id
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- many inputs, one encoder (issue 12)
+
+
+def input_stem(path: str) -> str:
+    """``dir/sample1.fa.gz`` -> ``sample1``; ``kmers/a.npy`` -> ``a``: the name of a per-input output."""
+    base = os.path.basename(path)
+    low = base.lower()
+    if low.endswith(".gz"):
+        base, low = base[:-3], low[:-3]
+    for suffix in (".npy", *FASTA_SUFFIXES):
+        if low.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+@dataclass
+class EmbedManyOptions:
+    """``embedding -i A B ... -o DIR/``: one output pair DIR/<name>.npy + .txt per input, one encoder load."""
+
+    inputs: Sequence[str]
+    out_dir: str
+    batch_size: int = DEFAULT_BATCH
+    count_opts: object | None = None  # vae.count.CountOptions for FASTA inputs
+
+
+def plan_many(opts: EmbedManyOptions) -> list[tuple[str, str, str, str]]:
+    """(input, kind, DIR/name.npy, DIR/name.txt) per input; every check that needs no encoder, before any work."""
+    plan, seen = [], {}
+    for p in opts.inputs:
+        kind = sniff_input(p)
+        if not os.path.exists(p):
+            raise InputError(f"{p}: no such file")
+        name = input_stem(p)
+        if name in seen:
+            raise InputError(f"{seen[name]} and {p} would both write {name}.npy: rename one of them")
+        seen[name] = p
+        out = os.path.join(opts.out_dir, name + ".npy")
+        ids = os.path.join(opts.out_dir, name + ".txt")
+        for o in (out, ids):
+            if os.path.exists(o) and os.path.samefile(o, p):
+                raise InputError(f"{p}: the output {o} would overwrite this input: choose another -o folder")
+        if kind == "npy":
+            rows = open_matrix(p).shape[0]  # a bad 10th input fails before the first 9 are embedded
+            src_ids = matrix_ids_path(p)
+            if src_ids is not None:
+                if os.path.exists(ids) and os.path.samefile(src_ids, ids):
+                    raise InputError(f"{src_ids}: the output {ids} would overwrite this input: choose another -o folder")
+                n_ids = len(read_ids(src_ids))
+                if n_ids != rows:
+                    raise InputError(f"{p} has {rows} rows but {src_ids} has {n_ids} IDs")
+        plan.append((p, kind, out, ids))
+    return plan
+
+
+def matrix_ids_path(npy_path: str) -> str | None:
+    """The IDs file beside a matrix (``a.npy`` -> ``a.txt`` or ``a.txt.gz``), or None."""
+    stem = npy_path[:-4] if npy_path.endswith(".npy") else npy_path
+    for cand in (stem + ".txt", stem + ".txt.gz"):
+        if os.path.exists(cand):
+            return cand
+    return None
+
+
+def embed_many(encoder: Encoder, opts: EmbedManyOptions, progress: Callable[[int], None] | None = None,
+               count_progress=None) -> list[tuple[str, int, str]]:
+    """Embed each input to DIR/<name>.npy (+ DIR/<name>.txt) with the one loaded ``encoder``.
+
+    A FASTA input is counted on the fly (its IDs written beside); a matrix's IDs
+    are copied from the ``.txt`` beside it (rows keep their order), so every
+    output is a self-contained pair. Returns (output, rows, note) per input.
+    """
+    from .count import CountOptions
+
+    check_width(encoder)
+    os.makedirs(opts.out_dir, exist_ok=True)
+    plan = plan_many(opts)
+    done = []
+    for path, kind, out, ids in plan:
+        if kind == "fasta":
+            n = embed_fasta(encoder, [path], out, ids, opts.count_opts or CountOptions(), opts.batch_size,
+                            count_progress=count_progress, progress=progress)
+            note = "IDs " + ids
+        else:
+            n = embed_matrix_file(encoder, path, out, opts.batch_size, progress)
+            src_ids = matrix_ids_path(path)
+            if src_ids is None:
+                note = f"no IDs file beside {path}: none written"
+            else:
+                with atomic_text(ids) as fh:
+                    fh.writelines(i + "\n" for i in read_ids(src_ids))
+                note = "IDs " + ids
+        done.append((out, n, note))
+    return done

@@ -121,7 +121,7 @@ class VAE(keras.Model):
         n = ops.cast(ops.shape(reconstruction)[0], "float32")
         self.recon_tracker.update_state(recon, sample_weight=n)
         self.kl_tracker.update_state(kl, sample_weight=n)
-        return recon + ops.cast(self.kl_weight, "float32") * kl
+        return _per_replica(recon + ops.cast(self.kl_weight, "float32") * kl)
 
     def get_config(self) -> dict:
         return {
@@ -137,6 +137,22 @@ class VAE(keras.Model):
         encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
         decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
         return cls(encoder, decoder, **config)
+
+
+def _per_replica(loss):
+    """The loss of one replica's share of the batch, divided by the replicas in sync.
+
+    Under tf.distribute (``train_vae --devices N``) the replicas' gradients are
+    summed, so each divides its mean loss by N, as Keras's built-in losses do;
+    Keras multiplies the reported loss back. One device: unchanged.
+    """
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        n = tf.distribute.get_strategy().num_replicas_in_sync
+        if n > 1:
+            return loss * (1.0 / n)
+    return loss
 
 
 def build_vae(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, beta: float = BETA,

@@ -92,6 +92,7 @@ class TrainOptions:
     steps_per_epoch: int = 0  # 0 = one pass over the training rows
     workers: int = 0  # 0 = chosen from the number of cores
     quiet: bool = False
+    devices: int = 1  # data-parallel replicas (MirroredStrategy); 0 = all visible GPUs
 
 
 #: Options a resumed run must keep (they define the model, the data or the split).
@@ -294,6 +295,7 @@ def _check_hyperparameters(o: TrainOptions) -> None:
         (o.min_lr >= 0, f"--min-lr must be >= 0, got {o.min_lr}"),
         (o.early_stopping >= 0, f"--early-stopping must be >= 0, got {o.early_stopping}"),
         (o.steps_per_epoch >= 0, f"--steps-per-epoch must be >= 0, got {o.steps_per_epoch}"),
+        (o.devices >= 0, f"--devices must be >= 0, got {o.devices}"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -302,7 +304,7 @@ def _check_hyperparameters(o: TrainOptions) -> None:
 
 def _hyperparameters(o: TrainOptions) -> dict:
     d = dataclasses.asdict(o)
-    for k in ("input", "run_dir", "resume", "quiet", "workers"):
+    for k in ("input", "run_dir", "resume", "quiet", "workers", "devices"):
         d.pop(k)
     d["hidden"] = list(o.hidden)
     return d
@@ -486,6 +488,8 @@ def train(opts: TrainOptions) -> TrainResult:
     else:
         check_values(reader, used)
 
+    strategy = device_strategy(opts.devices)  # imports TensorFlow; a bad --devices fails before anything is written
+
     # Input is good: from here on the run folder is written.
     fresh = stored is None
     try:
@@ -524,29 +528,32 @@ def train(opts: TrainOptions) -> TrainResult:
     else:
         keras.mixed_precision.set_global_policy("float32")
 
-    if state is not None:
-        path = os.path.join(run_dir, RESUME_DIR, state.model)
-        keras.utils.set_random_seed(opts.seed + state.epoch)
-        try:
-            vae = keras.saving.load_model(path)
-        except Exception as e:  # Keras raises many types on a damaged file (ValueError, OSError, BadZipFile ...)
-            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise InputError(f"{path}: cannot load the resume checkpoint ({msg}); the run is unchanged") from None
-        state.session += 1
-        vae.optimizer.learning_rate.assign(state.lr)
-        set_rng_states(vae, state.rng)
-        # The run's config records the resume only once the checkpoint has loaded.
-        config = stored
-        config["hyperparameters"] = _hyperparameters(opts)
-        config.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                 "at_epoch": state.epoch, "input": os.path.abspath(opts.input),
-                                                 "versions": versions})
-        _write_json(os.path.join(run_dir, CONFIG_FILE), config)
-    else:
-        keras.utils.set_random_seed(opts.seed)
-        vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True)
-        vae.compile(optimizer=keras.optimizers.Adam(learning_rate=opts.lr))
-        state = TrainerState(lr=opts.lr, session=0)
+    # Variables created (or loaded) in the strategy's scope are mirrored on every device; fit() then splits each
+    # global batch of the one reader across the replicas and sums their gradients.
+    with strategy.scope() if strategy is not None else _no_scope():
+        if state is not None:
+            path = os.path.join(run_dir, RESUME_DIR, state.model)
+            keras.utils.set_random_seed(opts.seed + state.epoch)
+            try:
+                vae = keras.saving.load_model(path)
+            except Exception as e:  # Keras raises many types on a damaged file (ValueError, OSError, BadZipFile ...)
+                msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise InputError(f"{path}: cannot load the resume checkpoint ({msg}); the run is unchanged") from None
+            state.session += 1
+            vae.optimizer.learning_rate.assign(state.lr)
+            set_rng_states(vae, state.rng)
+            # The run's config records the resume only once the checkpoint has loaded.
+            config = stored
+            config["hyperparameters"] = _hyperparameters(opts)
+            config.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                     "at_epoch": state.epoch, "input": os.path.abspath(opts.input),
+                                                     "versions": versions})
+            _write_json(os.path.join(run_dir, CONFIG_FILE), config)
+        else:
+            keras.utils.set_random_seed(opts.seed)
+            vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True)
+            vae.compile(optimizer=keras.optimizers.Adam(learning_rate=opts.lr))
+            state = TrainerState(lr=opts.lr, session=0)
 
     workers = opts.workers or _auto_workers()
     plan = BatchPlan(split.train, opts.batch_size, shuffle=True, seed=opts.seed)
@@ -559,6 +566,9 @@ def train(opts: TrainOptions) -> TrainResult:
     monitor = _read_monitor_rows(reader, split.val, opts.seed)
 
     device = f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
+    if strategy is not None:
+        device = (f"{strategy.num_replicas_in_sync} replicas (MirroredStrategy: "
+                  f"{', '.join(strategy.extended.worker_devices)}; {opts.batch_size / strategy.num_replicas_in_sync:g} rows each a step)")
     widths = "-".join(map(str, (2772, *opts.hidden, opts.latent)))
     verb = "resuming after epoch %d" % state.epoch if state.epoch else "starting"
     log(f"train_vae: {verb}; {opts.input} {reader.shape[0]:,} x {reader.shape[1]} {reader.dtype.name}; "
@@ -580,10 +590,10 @@ def train(opts: TrainOptions) -> TrainResult:
             done = cb.state.epoch
             where = (f"epoch {done} is saved in {os.path.join(run_dir, RESUME_DIR)}" if done
                      else "no epoch was completed")
-            log(f"train_vae: interrupted during epoch {done + 1}; {where}: continue with "
-                f"train_vae -o {run_dir} --resume")
+            message = f"train_vae: interrupted during epoch {done + 1}; {where}: continue with train_vae -o {run_dir} --resume"
+            log(message)
             log.close()
-            raise TrainingInterrupted from None
+            raise TrainingInterrupted(message) from None
         finally:
             cb.close_bar()
         if cb.diverged:
@@ -612,6 +622,34 @@ def train(opts: TrainOptions) -> TrainResult:
     log.close()
     reader.close()
     return result
+
+
+@contextmanager
+def _no_scope() -> Iterator[None]:
+    yield
+
+
+def device_strategy(devices: int):
+    """A ``tf.distribute.MirroredStrategy`` over ``devices`` devices, or None for one device (the plain path).
+
+    0 = every visible GPU (one device without a GPU). Replicas are GPUs when there are any, else logical CPU
+    devices (as the tests configure them); asking for more than are visible is an InputError.
+    """
+    import_keras()
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    n = devices or max(1, len(gpus))
+    if n == 1:
+        return None
+    pool = gpus or tf.config.list_logical_devices("CPU")
+    if len(pool) < n:
+        kind = "GPUs" if gpus else "GPUs (none visible) or logical CPU devices"
+        raise InputError(f"--devices {n}: only {len(pool)} {kind} visible; use --devices 0 for all of them")
+    names = [d.name for d in pool[:n]]
+    # NCCL all-reduce is for GPUs; CPU replicas reduce through one device.
+    ops = None if gpus else tf.distribute.ReductionToOneDevice()
+    return tf.distribute.MirroredStrategy(devices=names, cross_device_ops=ops)
 
 
 def tf_dataset_from(stream: RowStream, batches_done: int):

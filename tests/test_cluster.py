@@ -89,6 +89,9 @@ def test_knn_lists_and_graph_weights_match_a_brute_force_reference():
     x = rng.normal(size=(80, 6)).astype(np.float32)
     k = 5
     nb, dist = cl.knn_lists(x, k)
+    approx, _ = cl.knn_lists(x, k, method="hnsw")  # the HNSW path (the default from 50,000 points)
+    assert np.mean([len(set(a) & set(b)) / k for a, b in zip(approx.tolist(), nb.tolist())]) > 0.9
+    assert (approx != np.arange(len(x))[:, None]).all(), "a point is never its own neighbour"
     d_all = np.linalg.norm(x[:, None] - x[None], axis=2)
     np.fill_diagonal(d_all, np.inf)
     ref = np.argsort(d_all, axis=1, kind="stable")[:, :k]

@@ -691,6 +691,8 @@ def cluster_parser() -> argparse.ArgumentParser:
     g.add_argument("--resolution", nargs="+", type=_floats, default=[[1.0]], metavar="R",
                    help="one or several resolutions (> 0; higher = more clusters); one output column each")
     g.add_argument("--neighbors", choices=["auto", "exact", "hnsw"], default="auto", help="neighbour search (auto: exact below 50,000 points)")
+    g.add_argument("--ef-construction", type=_positive_int, default=100, help="HNSW build-time search breadth (more = better recall, slower)")
+    g.add_argument("--ef", type=_positive_int, default=50, help="HNSW query-time search breadth")
     h = p.add_argument_group("HDBSCAN")
     h.add_argument("--min-cluster-size", type=_positive_int, default=None, help="smallest cluster (default: scaled with N, see above)")
     h.add_argument("--min-samples", type=_positive_int, default=None, help="HDBSCAN min_samples: larger = more conservative, more noise (default: max(5, min_cluster_size/10))")
@@ -723,6 +725,7 @@ def _cluster(args: argparse.Namespace) -> int:
         ids=args.ids, output=args.output, input=args.input, embeddings=args.embeddings, map=args.map, space=args.space,
         length_column=not args.no_length_column, method=args.method, k=args.k, weight=args.weight, mutual=args.mutual,
         resolutions=[r for group in args.resolution for r in group], neighbors=args.neighbors,
+        ef_construction=args.ef_construction, ef=args.ef,
         min_cluster_size=args.min_cluster_size, min_samples=args.min_samples, labels=args.labels, fasta=args.fasta,
         bins_dir=args.bins_dir, min_bin_size=args.min_bin_size, bins_gzip=args.bins_gzip, bins_resolution=args.bins_resolution,
         summary=args.summary, png=args.png, no_plot=args.no_plot, pdf=args.pdf, threads=args.threads, seed=args.seed,

@@ -43,6 +43,10 @@ WEIGHTS = ("snn", "distance")
 SPACES = ("tsne", "latent")
 #: Leiden iterations per resolution (igraph and leidenalg default; -1 = until stable, several times slower).
 LEIDEN_ITERATIONS = 2
+#: HNSW settings for the graph: half the build cost of the query_neighbors defaults (200, 100); a clustering
+#: tolerates the lower recall (bench/bench_cluster.py, VAE.md).
+EF_CONSTRUCTION = 100
+EF_SEARCH = 50
 #: Rows per neighbour query: bounds the (rows, k + 1) result blocks and the progress granularity.
 QUERY_ROWS = 50_000
 #: Bins are written from memory once this many record bytes are buffered.
@@ -74,8 +78,15 @@ def check_graph_args(n: int, k: int, resolutions: Sequence[float], weight: str) 
         raise InputError(f"k = {k} neighbours needs more than {k} points, got {n:,}: lower -k")
 
 
+def _search_method(method: str, n: int) -> str:
+    from .neighbors import EXACT_MAX
+
+    return method if method != "auto" else ("exact" if n < EXACT_MAX else "hnsw")
+
+
 def knn_lists(vectors: np.ndarray, k: int, *, metric: str = "euclidean", method: str = "auto", threads: int = 0,
-              seed: int = 42, ids: Sequence[str] | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+              seed: int = 42, ids: Sequence[str] | None = None, ef_construction: int = EF_CONSTRUCTION,
+              ef_search: int = EF_SEARCH, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest other rows of every row: (rows int64 (N, k), distances float32 (N, k)), nearest first.
 
     The search is :class:`vae.neighbors.NeighborIndex` (the project's one k-NN
@@ -89,7 +100,8 @@ def knn_lists(vectors: np.ndarray, k: int, *, metric: str = "euclidean", method:
     if not 1 <= k < n:
         raise InputError(f"k = {k} neighbours needs more than {k} points, got {n:,}: lower -k")
     index = NeighborIndex.build(vectors, ids if ids is not None else range(n), metric=metric, method=method,
-                                threads=threads, seed=seed, progress=progress)
+                                ef_construction=ef_construction, ef_search=ef_search, threads=threads, seed=seed,
+                                progress=progress)
     nb = np.empty((n, k), dtype=np.int64)
     dist = np.empty((n, k), dtype=np.float32)
     for a in range(0, n, QUERY_ROWS):
@@ -458,6 +470,8 @@ class ClusterOptions:
     mutual: bool = False
     resolutions: list[float] = field(default_factory=lambda: [1.0])
     neighbors: str = "auto"
+    ef_construction: int = EF_CONSTRUCTION
+    ef: int = EF_SEARCH
     # hdbscan
     min_cluster_size: int | None = None
     min_samples: int | None = None
@@ -600,7 +614,8 @@ def run(o: ClusterOptions) -> dict:
         from .progress import rows_bar
 
         with rows_bar(2 * n, desc="neighbours", disable=o.quiet) as update:
-            nb, dist = knn_lists(x, o.k, method=o.neighbors, threads=o.threads, seed=o.seed, progress=update)
+            nb, dist = knn_lists(x, o.k, method=o.neighbors, threads=o.threads, seed=o.seed, ef_construction=o.ef_construction,
+                                 ef_search=o.ef, progress=update)
         t_knn = time.perf_counter() - t0
         edges, w = knn_graph(nb, dist, o.weight, o.mutual)
         del nb, dist
@@ -611,7 +626,8 @@ def run(o: ClusterOptions) -> dict:
             s = cluster_summary(lab)
             per_res.append({"resolution": r, **{k: v for k, v in s.items() if k != "sizes"}, "sizes": s["sizes"]})
         info.update(k=o.k, weight=o.weight, edges="mutual" if o.mutual else "union", n_edges=int(edges.shape[0]),
-                    resolutions=per_res, neighbor_search=o.neighbors, seed=o.seed, knn_seconds=round(t_knn, 2))
+                    resolutions=per_res, neighbor_search=_search_method(o.neighbors, n),
+                    seed=o.seed, knn_seconds=round(t_knn, 2))
         del edges, w
         resolutions: list[float] | None = list(o.resolutions)
     else:

@@ -688,8 +688,8 @@ def cluster_parser() -> argparse.ArgumentParser:
     g.add_argument("-k", type=int, default=15, help="neighbours per point in the graph")
     g.add_argument("--weight", choices=["snn", "distance"], default="snn", help="edge weight: shared neighbours, or a Gaussian of the distance")
     g.add_argument("--mutual", action="store_true", help="keep only mutual kNN edges (default: union)")
-    g.add_argument("--resolution", nargs="+", type=_floats, default=[[1.0]], metavar="R",
-                   help="one or several resolutions (> 0; higher = more clusters); one output column each")
+    g.add_argument("--resolution", nargs="+", type=_floats, default=None, metavar="R",
+                   help="one or several resolutions (> 0; higher = more clusters); one output column each (default: 1)")
     g.add_argument("--neighbors", choices=["auto", "exact", "hnsw"], default="auto", help="neighbour search (auto: exact below 50,000 points)")
     g.add_argument("--ef-construction", type=_positive_int, default=100, help="HNSW build-time search breadth (more = better recall, slower)")
     g.add_argument("--ef", type=_positive_int, default=50, help="HNSW query-time search breadth")
@@ -724,7 +724,7 @@ def _cluster(args: argparse.Namespace) -> int:
     run_cluster(ClusterOptions(
         ids=args.ids, output=args.output, input=args.input, embeddings=args.embeddings, map=args.map, space=args.space,
         length_column=not args.no_length_column, method=args.method, k=args.k, weight=args.weight, mutual=args.mutual,
-        resolutions=[r for group in args.resolution for r in group], neighbors=args.neighbors,
+        resolutions=[r for group in args.resolution for r in group] if args.resolution else [1.0], neighbors=args.neighbors,
         ef_construction=args.ef_construction, ef=args.ef,
         min_cluster_size=args.min_cluster_size, min_samples=args.min_samples, labels=args.labels, fasta=args.fasta,
         bins_dir=args.bins_dir, min_bin_size=args.min_bin_size, bins_gzip=args.bins_gzip, bins_resolution=args.bins_resolution,

@@ -662,8 +662,11 @@ def run(o: ClusterOptions) -> dict:
             what = "t-SNE map" if space == "tsne" else "latent space"
             extra = f", resolution {o.resolutions[0]:g}" if o.method == "leiden" else ""
             ari = ""
-            if table is not None and summary["scores"][table.columns[0]]["by_resolution"]:
-                ari = f", ARI {summary['scores'][table.columns[0]]['by_resolution'][0]['ari']:.2f} ({table.columns[0]})"
+            if table is not None:
+                # The title scores the finest taxonomic column: "genome" when there is one.
+                col = "genome" if "genome" in table.columns else table.columns[0]
+                if summary["scores"][col]["by_resolution"]:
+                    ari = f", ARI {summary['scores'][col]['by_resolution'][0]['ari']:.2f} ({col})"
             written += plot_clusters(coords, labels[0], png, pdf=o.pdf,
                                      title=f"{'Leiden' if o.method == 'leiden' else 'HDBSCAN'} on the {what}{extra}: "
                                            f"{summary['n_clusters']:,} clusters{ari} (N = {n:,})")

@@ -759,82 +759,76 @@ def tsne(argv: Argv = None) -> int:
 def cluster_parser() -> argparse.ArgumentParser:
     p = _parser(
         "cluster",
-        "HDBSCAN clusters of a t-SNE map (default) or of the latent vectors (--space latent).\n"
-        "Writes ID<TAB>cluster (noise = -1; clusters numbered by decreasing size), a JSON summary\n"
-        "(clusters, noise fraction, sizes; also printed) and a PNG of the map coloured by cluster.\n\n"
-        "Defaults scale with N: min_cluster_size = max(15, N/4800) (the original's 1000 at 4.8M\n"
-        "points), min_samples = max(5, min_cluster_size/10) (its 100).\n\n"
-        "example: cluster -c map.npy -id ids.txt -o clusters.tsv   # + clusters.json, clusters.png\n"
-        "         cluster --space latent -e emb.npy -c map.npy -id ids.txt -o latent_clusters.tsv",
+        "Clusters of contigs: Leiden on the k-nearest-neighbour graph of the latent vectors (--method\n"
+        "leiden, what binners do now), or HDBSCAN (default) on a t-SNE map or on the latent vectors.\n"
+        "-c is what is clustered: an embeddings matrix (N, 1 + latent; the length column is dropped) or\n"
+        "a map (N, 2). Writes ID<TAB>cluster (noise = -1; clusters numbered by decreasing size; with\n"
+        "several resolutions a header and one column each), a JSON summary, a PNG of the map coloured\n"
+        "by cluster (the map itself, or --map), and with --labels the ARI, NMI, purity and completeness\n"
+        "of each clustering against each label column (printed and in the summary). With --fasta and\n"
+        "--bins-dir: one FASTA per cluster (records copied byte for byte) and DIR/contig_bins.tsv.\n\n"
+        "Leiden: exact neighbours below 50,000 points, HNSW above; edges weighted by shared neighbours\n"
+        "(snn) or distance; higher --resolution = more, smaller clusters. HDBSCAN defaults scale with N:\n"
+        "min_cluster_size = max(15, N/4800), min_samples = max(5, min_cluster_size/10).\n\n"
+        "example: cluster --method leiden -c emb.npy -id emb.txt --resolution 0.5 1 2 --map map.npy \\\n"
+        "             --labels taxonomy.tsv --fasta contigs.fa.gz --bins-dir bins -o leiden.tsv\n"
+        "         cluster -c map.npy -id ids.txt -o clusters.tsv   # HDBSCAN on the map; + .json, .png",
     )
-    p.add_argument("-c", "--coords", metavar="MAP.npy", help="t-SNE coordinates (N, 2): clustered by default, and drawn")
-    p.add_argument("-e", "--embeddings", metavar="EMB.npy", help="embeddings (N, 1 + latent), clustered with --space latent")
+    p.add_argument("-c", "--coords", dest="input", metavar="EMB.npy|MAP.npy",
+                   help="what to cluster: embeddings (N, 1 + latent) or a t-SNE map (N, 2); with -e: the map")
+    p.add_argument("-e", "--embeddings", metavar="EMB.npy", help="(older form) embeddings, clustered with --space latent; -c is then the map")
     p.add_argument("-id", "--ids", required=True, metavar="IDS.txt", help="IDs of the rows")
     p.add_argument("-o", "--output", required=True, metavar="CLUSTERS.tsv", help="output ID<TAB>cluster")
-    p.add_argument("--space", choices=["tsne", "latent"], default="tsne", help="cluster the map or the latent vectors")
+    p.add_argument("--map", metavar="MAP.npy", help="t-SNE map (N, 2) to draw the clusters on")
+    p.add_argument("--method", choices=["hdbscan", "leiden"], default="hdbscan", help="clustering method")
+    p.add_argument("--space", choices=["tsne", "latent"], default=None, help="force what is clustered (default: by the shape of -c)")
     p.add_argument("--no-length-column", action="store_true", help="the embeddings are a plain (N, latent) matrix")
-    p.add_argument("--min-cluster-size", type=_positive_int, default=None, help="smallest cluster (default: scaled with N, see above)")
-    p.add_argument("--min-samples", type=_positive_int, default=None, help="HDBSCAN min_samples: larger = more conservative, more noise (default: max(5, min_cluster_size/10))")
+    g = p.add_argument_group("Leiden")
+    g.add_argument("-k", type=int, default=15, help="neighbours per point in the graph")
+    g.add_argument("--weight", choices=["snn", "distance"], default="snn", help="edge weight: shared neighbours, or a Gaussian of the distance")
+    g.add_argument("--mutual", action="store_true", help="keep only mutual kNN edges (default: union)")
+    g.add_argument("--resolution", nargs="+", type=_floats, default=None, metavar="R",
+                   help="one or several resolutions (> 0; higher = more clusters); one output column each (default: 1)")
+    g.add_argument("--neighbors", choices=["auto", "exact", "hnsw"], default="auto", help="neighbour search (auto: exact below 50,000 points)")
+    g.add_argument("--ef-construction", type=_positive_int, default=100, help="HNSW build-time search breadth (more = better recall, slower)")
+    g.add_argument("--ef", type=_positive_int, default=50, help="HNSW query-time search breadth")
+    h = p.add_argument_group("HDBSCAN")
+    h.add_argument("--min-cluster-size", type=_positive_int, default=None, help="smallest cluster (default: scaled with N, see above)")
+    h.add_argument("--min-samples", type=_positive_int, default=None, help="HDBSCAN min_samples: larger = more conservative, more noise (default: max(5, min_cluster_size/10))")
+    s = p.add_argument_group("scores and bins")
+    s.add_argument("--labels", metavar="TSV", help="ID<TAB>label... with a header (e.g. id, genome, genus): score each clustering")
+    s.add_argument("--fasta", nargs="+", default=[], metavar="FASTA", help="the contigs (plain or gzip) for --bins-dir")
+    s.add_argument("--bins-dir", metavar="DIR", help="write one FASTA per cluster (bin_C.fna) and DIR/contig_bins.tsv")
+    s.add_argument("--min-bin-size", type=_positive_int, default=200_000, metavar="BP", help="smallest bin written, in bp")
+    s.add_argument("--bins-gzip", action="store_true", help="gzip the bins (.fna.gz)")
+    s.add_argument("--bins-resolution", type=float, default=None, metavar="R", help="resolution whose clusters become bins (default: the first)")
     p.add_argument("--summary", metavar="JSON", help="summary file (default: beside the output, .json)")
-    _add_plot_args(p, "the map coloured by cluster (needs -c)")
-    p.add_argument("--threads", type=_positive_int, default=0, help="threads for core distances (0 = all cores)")
+    _add_plot_args(p, "the map coloured by cluster (needs a map: -c MAP.npy or --map)")
+    p.add_argument("--threads", type=_positive_int, default=0, help="threads (0 = all cores)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the neighbour graph and of Leiden")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     return p
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers, e.g. 0.5 1 2 or 0.5,1,2; got {text!r}") from None
+
+
 def _cluster(args: argparse.Namespace) -> int:
-    import time
+    from .cluster import ClusterOptions, run as run_cluster
 
-    from .explore import (cluster_points, cluster_summary, default_min_cluster_size, default_min_samples,
-                          format_cluster_summary, load_coords, load_embeddings, write_cluster_tsv)
-    from .matrix import check_output_dir
-
-    stem = _stem(args.output, ".tsv", ".txt")
-    summary_path = args.summary or stem + ".json"
-    png = None if (args.no_plot or not args.coords) else (args.png or stem + ".png")
-    from .paths import check_paths
-
-    check_paths([args.coords, args.embeddings, args.ids],
-                [args.output, summary_path, png, png and args.pdf and os.path.splitext(png)[0] + ".pdf"])
-    for path in filter(None, [args.output, summary_path, png]):
-        check_output_dir(path)
-    if args.space == "tsne" and not args.coords:
-        raise InputError("--space tsne needs the map: -c MAP.npy (or use --space latent with -e EMB.npy)")
-    if args.space == "latent" and not args.embeddings:
-        raise InputError("--space latent needs the embeddings: -e EMB.npy")
-    coords = ids = None
-    if args.coords:
-        coords, ids = load_coords(args.coords, args.ids)
-    if args.space == "latent":
-        emb = load_embeddings(args.embeddings, args.ids, length_column=not args.no_length_column)
-        if coords is not None and coords.shape[0] != len(emb):
-            raise InputError(f"{args.coords} has {coords.shape[0]:,} rows but {args.embeddings} has {len(emb):,}")
-        x, ids = emb.z, emb.ids
-    else:
-        x = coords
-    n = x.shape[0]
-    mcs = args.min_cluster_size or default_min_cluster_size(n)
-    ms = args.min_samples or default_min_samples(mcs)
-    if args.space == "latent" and n > 200_000:
-        print(f"cluster: warning: HDBSCAN in {x.shape[1]} dimensions over {n:,} points is slow; the map (--space tsne) is much faster",
-              file=sys.stderr)
-    print(f"cluster: HDBSCAN of {n:,} points in the {args.space} space ({x.shape[1]}-D), "
-          f"min_cluster_size={mcs}, min_samples={ms} ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    labels = cluster_points(x, mcs, ms, threads=args.threads)
-    seconds = time.perf_counter() - t0
-    summary = cluster_summary(labels)
-    summary.update(space=args.space, min_cluster_size=mcs, min_samples=ms, seconds=round(seconds, 2),
-                   input=os.path.abspath(args.coords if args.space == "tsne" else args.embeddings))
-    written = [args.output, summary_path]
-    if png:
-        from .plots import plot_clusters
-
-        written += plot_clusters(coords, labels, png, pdf=args.pdf,
-                                 title=f"HDBSCAN on the {'t-SNE map' if args.space == 'tsne' else 'latent space'}: "
-                                       f"{summary['n_clusters']:,} clusters, {summary['noise_fraction']:.1%} noise (N = {n:,})")
-    _emit_json(summary_path, summary)
-    write_cluster_tsv(args.output, ids, labels)  # last: the main output appears only when all else is done
-    print(f"cluster: {format_cluster_summary(summary)} ({seconds:.1f} s) -> {', '.join(written)}", file=sys.stderr)
+    run_cluster(ClusterOptions(
+        ids=args.ids, output=args.output, input=args.input, embeddings=args.embeddings, map=args.map, space=args.space,
+        length_column=not args.no_length_column, method=args.method, k=args.k, weight=args.weight, mutual=args.mutual,
+        resolutions=[r for group in args.resolution for r in group] if args.resolution else [1.0], neighbors=args.neighbors,
+        ef_construction=args.ef_construction, ef=args.ef,
+        min_cluster_size=args.min_cluster_size, min_samples=args.min_samples, labels=args.labels, fasta=args.fasta,
+        bins_dir=args.bins_dir, min_bin_size=args.min_bin_size, bins_gzip=args.bins_gzip, bins_resolution=args.bins_resolution,
+        summary=args.summary, png=args.png, no_plot=args.no_plot, pdf=args.pdf, threads=args.threads, seed=args.seed,
+        quiet=args.quiet))
     return 0
 
 

@@ -10,16 +10,18 @@ warmed up to beta by the trainer.
 ``--kmers A-B`` models only some k-mer groups: the encoder still takes the
 2772 CLR features and its first layer (``KmerColumns``) keeps those groups'
 columns (1-5: 692); the decoder reconstructs only them, so the loss is the
-sum over those columns.
+sum over those columns. ``--group-weights`` weights each group's squared
+errors (all 1 by default: the loss above).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import keras
+import numpy as np
 from keras import layers, ops
 
-from .kmers import N_FEATURES
+from .kmers import N_FEATURES, groups_in
 from .layers import ClipLayer, KmerColumns, Sampling, encoder_columns
 from .transform import clr_ops
 
@@ -31,9 +33,13 @@ LEAKY_SLOPE = 0.2
 Z_MEAN, Z_LOG_VAR, Z = "z_mean", "z_log_var", "z"
 
 
-def _dense_block(x, units: int, name: str, dropout: float):
+#: Keras' default BatchNorm momentum; runs with few steps an epoch use less (vae.train.bn_momentum_for).
+BN_MOMENTUM = 0.99
+
+
+def _dense_block(x, units: int, name: str, dropout: float, bn_momentum: float = BN_MOMENTUM):
     x = layers.Dense(units, name=f"{name}_dense")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_act")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
@@ -42,7 +48,7 @@ def _dense_block(x, units: int, name: str, dropout: float):
 
 def build_encoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, dropout: float = 0.0,
                   input_dim: int = N_FEATURES, seed: int | None = None,
-                  columns: Sequence[int] | None = None) -> keras.Model:
+                  columns: Sequence[int] | None = None, bn_momentum: float = BN_MOMENTUM) -> keras.Model:
     """The encoder: CLR features -> [z_mean, z_log_var, z].
 
     ``columns`` (feature indices, e.g. ``kmers.feature_columns(range(1, 6))``):
@@ -54,7 +60,7 @@ def build_encoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, drop
     if columns is not None and list(columns) != list(range(input_dim)):
         x = KmerColumns(columns, name="kmer_columns")(x)
     for i, units in enumerate(hidden):
-        x = _dense_block(x, units, f"enc{i}", dropout)
+        x = _dense_block(x, units, f"enc{i}", dropout, bn_momentum)
     z_mean = layers.Dense(latent, name=Z_MEAN, dtype="float32")(x)
     z_log_var = layers.Dense(latent, name="z_log_var_raw", dtype="float32")(x)
     z_log_var = ClipLayer(name=Z_LOG_VAR, dtype="float32")(z_log_var)
@@ -63,19 +69,22 @@ def build_encoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, drop
 
 
 def build_decoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, dropout: float = 0.0,
-                  output_dim: int = N_FEATURES) -> keras.Model:
+                  output_dim: int = N_FEATURES, bn_momentum: float = BN_MOMENTUM) -> keras.Model:
     """The decoder: z -> reconstructed CLR features (linear output)."""
     inputs = keras.Input(shape=(latent,), name="z")
     x = inputs
     for i, units in enumerate(reversed(tuple(hidden))):
-        x = _dense_block(x, units, f"dec{i}", dropout)
+        x = _dense_block(x, units, f"dec{i}", dropout, bn_momentum)
     outputs = layers.Dense(output_dim, name="reconstruction", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="decoder")
 
 
-def reconstruction_loss(x, reconstruction):
-    """Per-sample sum of squared errors over features (= n_features x MSE)."""
-    return ops.sum(ops.square(ops.cast(x, "float32") - ops.cast(reconstruction, "float32")), axis=-1)
+def reconstruction_loss(x, reconstruction, feature_weights=None):
+    """Per-sample sum of squared errors over features (= n_features x MSE), each weighted when weights are given."""
+    sq = ops.square(ops.cast(x, "float32") - ops.cast(reconstruction, "float32"))
+    if feature_weights is not None:
+        sq = sq * ops.convert_to_tensor(feature_weights, dtype="float32")
+    return ops.sum(sq, axis=-1)
 
 
 def kl_divergence(z_mean, z_log_var):
@@ -95,12 +104,21 @@ class VAE(keras.Model):
     """
 
     def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float = BETA, raw_rows: bool = False,
-                 **kwargs):
+                 group_weights: Mapping[int, float] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.beta = float(beta)
         self.raw_rows = bool(raw_rows)
+        # Per-k weights of the squared errors (JSON configs bring the keys back as strings); absent k = 1.
+        self.group_weights = {int(k): float(w) for k, w in (group_weights or {}).items()}
+        self._feature_weights = None
+        if any(w != 1.0 for w in self.group_weights.values()):
+            cols = self.columns if self.columns is not None else range(N_FEATURES)
+            fw = np.ones(len(cols), np.float32)
+            for k, pos in groups_in(cols).items():
+                fw[pos] = self.group_weights.get(k, 1.0)
+            self._feature_weights = fw
         self.kl_weight = keras.Variable(0.0, trainable=False, dtype="float32", name="kl_weight")
         self.recon_tracker = keras.metrics.Mean(name="recon")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -143,7 +161,7 @@ class VAE(keras.Model):
         reconstruction, z_mean, z_log_var = y_pred
         # (x, y) pairs: y is the clean profile of a denoised input x; else x is its own target.
         target = self._target(x if y is None else y)
-        recon = ops.mean(reconstruction_loss(target, reconstruction))
+        recon = ops.mean(reconstruction_loss(target, reconstruction, self._feature_weights))
         kl = ops.mean(kl_divergence(z_mean, z_log_var))
         # Weighted by batch size, as Keras weights the loss: the epoch means then
         # agree with the loss when the last batch is short.
@@ -159,6 +177,7 @@ class VAE(keras.Model):
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "beta": self.beta,
             "raw_rows": self.raw_rows,
+            "group_weights": {str(k): w for k, w in sorted(self.group_weights.items())},
         }
 
     @classmethod
@@ -170,13 +189,16 @@ class VAE(keras.Model):
 
 def build_vae(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, beta: float = BETA,
               dropout: float = 0.0, seed: int | None = None, raw_rows: bool = False,
-              columns: Sequence[int] | None = None) -> VAE:
+              columns: Sequence[int] | None = None, bn_momentum: float = BN_MOMENTUM,
+              group_weights: Mapping[int, float] | None = None) -> VAE:
     """Encoder + decoder + VAE with the default (contract) architecture unless told otherwise.
 
     ``columns``: the feature columns to model (None = all 2772); the decoder reconstructs only those.
+    ``group_weights``: k -> weight of that group's squared errors in the loss (absent = 1).
     """
     n_out = N_FEATURES if columns is None else len(columns)
-    vae = VAE(build_encoder(latent, hidden, dropout, seed=seed, columns=columns),
-              build_decoder(latent, hidden, dropout, output_dim=n_out), beta=beta, raw_rows=raw_rows, name="vae")
+    vae = VAE(build_encoder(latent, hidden, dropout, seed=seed, columns=columns, bn_momentum=bn_momentum),
+              build_decoder(latent, hidden, dropout, output_dim=n_out, bn_momentum=bn_momentum), beta=beta,
+              raw_rows=raw_rows, group_weights=group_weights, name="vae")
     vae.build((None, N_FEATURES))
     return vae

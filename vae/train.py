@@ -119,6 +119,30 @@ class TrainOptions:
     kmers: str = "1-6"  # contiguous range of k the model reads and reconstructs
     denoise: str = ""  # "MIN:MAX": part of each batch resampled as if MIN..MAX bp long ("" = off)
     denoise_fraction: float = 0.5  # share of each batch resampled when denoise is on
+    bn_momentum: float = 0.0  # BatchNorm momentum; 0 = from the steps per epoch (bn_momentum_for)
+    group_weights: str = ""  # "K=W[,K=W...]": per-k weights of the reconstruction loss ("" = all 1)
+
+    def group_weight_map(self) -> dict[int, float]:
+        """--group-weights as {k: weight}; ValueError with a one-line reason."""
+        out: dict[int, float] = {}
+        for part in filter(None, (p.strip() for p in self.group_weights.split(","))):
+            k, eq, w = part.partition("=")
+            try:
+                k_i, w_f = int(k), float(w)
+            except ValueError:
+                raise ValueError(f"expected K=W[,K=W...] (e.g. 6=0.2), got {self.group_weights!r}") from None
+            if not eq or not 1 <= k_i <= 6 or not (w_f >= 0 and math.isfinite(w_f)):
+                raise ValueError(f"expected K=W with K in 1..6 and a weight >= 0 (e.g. 6=0.2), got {part!r}")
+            if k_i in out:
+                raise ValueError(f"k = {k_i} is given twice")
+            out[k_i] = w_f
+        lo, hi = parse_k_range(self.kmers)
+        outside = sorted(k for k in out if not lo <= k <= hi)
+        if outside:
+            raise ValueError(f"k = {', '.join(map(str, outside))} is not modelled (--kmers {self.kmers})")
+        if all(out.get(k, 1.0) == 0 for k in range(lo, hi + 1)):
+            raise ValueError("every modelled group has weight 0: nothing would be reconstructed")
+        return out
 
     @property
     def columns(self) -> list[int] | None:
@@ -137,10 +161,26 @@ class TrainOptions:
 
 #: Options a resumed run must keep (they define the model, the data or the split).
 LOCKED = ("latent", "hidden", "beta", "dropout", "batch_size", "warmup_epochs", "val_fraction", "max_samples",
-          "seed", "lr", "mixed_precision", "kmers", "denoise", "denoise_fraction")
+          "seed", "lr", "mixed_precision", "kmers", "denoise", "denoise_fraction",
+          "bn_momentum", "group_weights")
 #: Options a resumed run takes from the command line when given, else from the run.
 TUNABLE = ("epochs", "patience", "lr_factor", "min_lr", "early_stopping", "steps_per_epoch")
 _DEFAULTS = TrainOptions()
+
+
+def bn_momentum_for(steps_per_epoch: int) -> float:
+    """BatchNorm momentum for an epoch of ``steps_per_epoch`` batches: 1 - 2/steps, within [0.5, 0.99].
+
+    Validation runs in inference mode, on BatchNorm's moving statistics. With
+    Keras' 0.99 those average over ~100 batches; when an epoch has only a few
+    (7k rows: 6 of 1024), they still remember the first epochs' weights for
+    many epochs, and the validation loss is several times the training loss
+    (measured in VAE.md). An averaging window of half an epoch leaves
+    exp(-2) = 14 % weight on statistics older than the epoch at its end; at
+    least 2 batches (>= 2k rows by default) keep the estimates steady, and runs
+    of >= 200 steps an epoch keep Keras' 0.99.
+    """
+    return float(min(0.99, max(0.5, 1.0 - 2.0 / max(1, steps_per_epoch))))
 
 
 def kl_weight_for_epoch(epoch: int, beta: float, warmup_epochs: int) -> float:
@@ -333,6 +373,12 @@ def _check_hyperparameters(o: TrainOptions) -> None:
             parse_length_range(o.denoise)
         except ValueError as e:
             raise InputError(f"--denoise: {e}") from None
+    try:
+        o.group_weight_map()
+    except ValueError as e:
+        raise InputError(f"--group-weights: {e}") from None
+    if not 0 <= o.bn_momentum < 1:
+        raise InputError(f"--bn-momentum must be in [0, 1) (0 = from the steps per epoch), got {o.bn_momentum}")
     if not 0 < o.denoise_fraction <= 1:
         raise InputError(f"--denoise-fraction must be in (0, 1], got {o.denoise_fraction}")
     if not o.denoise and o.denoise_fraction != _DEFAULTS.denoise_fraction:
@@ -541,6 +587,8 @@ def train(opts: TrainOptions) -> TrainResult:
     from .model import build_vae
 
     versions = _versions()
+    # Fixed when the model is built (a resumed run keeps its model's).
+    bn_momentum = opts.bn_momentum or bn_momentum_for(opts.steps_per_epoch or n_train // opts.batch_size)
     if fresh:
         split.save(os.path.join(run_dir, SPLIT_FILE))
         config = {
@@ -552,6 +600,7 @@ def train(opts: TrainOptions) -> TrainResult:
                       "max_samples": opts.max_samples, "n_train": int(n_train), "n_val": int(n_val)},
             "model": {"input": "CLR of matrix columns 1..2772 per k-mer group, Jeffreys pseudocount 0.5/n_group",
                       "kmers": opts.kmers, "n_inputs": len(opts.columns or range(N_FEATURES)),
+                      "bn_momentum": bn_momentum,
                       "encoder_outputs": ["z_mean", "z_log_var", "z"], "inference": "z_mean"},
             "versions": versions,
             "resumes": [],
@@ -585,7 +634,7 @@ def train(opts: TrainOptions) -> TrainResult:
     else:
         keras.utils.set_random_seed(opts.seed)
         vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True,
-                        columns=opts.columns)
+                        columns=opts.columns, bn_momentum=bn_momentum, group_weights=opts.group_weight_map())
         vae.compile(optimizer=keras.optimizers.Adam(learning_rate=opts.lr))
         state = TrainerState(lr=opts.lr, session=0 if fresh else 1)
 
@@ -606,7 +655,7 @@ def train(opts: TrainOptions) -> TrainResult:
     verb = "resuming after epoch %d" % state.epoch if state.epoch else "starting"
     log(f"train_vae: {verb}; {opts.input} {reader.shape[0]:,} x {reader.shape[1]} {reader.dtype.name}; "
         f"{n_train:,} training / {n_val:,} validation rows (seed {opts.seed}); {steps:,} steps of {opts.batch_size} "
-        f"an epoch; model {widths} ({vae.count_params():,} weights); beta {opts.beta} warmed up over "
+        f"an epoch; model {widths} ({vae.count_params():,} weights, BatchNorm momentum {_bn_of(vae):g}); beta {opts.beta} warmed up over "
         f"{opts.warmup_epochs} epochs; {device}; {workers} reader threads -> {run_dir}")
     if opts.denoise:
         log(f"train_vae: denoising: {opts.denoise_fraction:g} of each batch resampled as if {opts.denoise} bp long "
@@ -658,6 +707,14 @@ def train(opts: TrainOptions) -> TrainResult:
     log.close()
     reader.close()
     return result
+
+
+def _bn_of(vae) -> float:
+    """The BatchNorm momentum of a (possibly loaded) model; NaN when it has none."""
+    for layer in vae.encoder.layers:
+        if hasattr(layer, "momentum") and hasattr(layer, "moving_mean"):
+            return float(layer.momentum)
+    return math.nan
 
 
 def tf_dataset_from(stream: RowStream, batches_done: int):

@@ -120,8 +120,13 @@ def calculate_kmer_frequencies_parser() -> argparse.ArgumentParser:
     p.add_argument("-id", "--ids", required=True, metavar="IDS.txt", help="output IDs file, one per row")
     p.add_argument("-k", "--kmers", required=True, metavar="KMERS.npy", help="output matrix")
     p.add_argument("--min-length", type=_positive_int, default=0, metavar="N", help="skip sequences shorter than N characters")
-    p.add_argument("--chop", type=_positive_int, default=0, metavar="L",
-                   help="cut each sequence of length >= L into floor(len/L) equal pieces (IDs id.1, id.2, ...); shorter ones are kept whole")
+    p.add_argument("--chop", default="0", metavar="L|MIN:MAX",
+                   help="L: cut each sequence of length >= L into floor(len/L) equal pieces (IDs id.1, id.2, ...); "
+                        "MIN:MAX: into consecutive pieces of random log-uniform lengths in [MIN, MAX] (--seed), "
+                        "the end that a length would leave shorter than MIN joining the last piece; sequences shorter "
+                        "than L or MIN are kept whole (0 = no chopping)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="seed of --chop MIN:MAX (each record's pieces depend only on it and the record's ID)")
     p.add_argument("--keep-full", action="store_true", help="with --chop, also keep the whole sequence")
     p.add_argument("--threads", type=_positive_int, default=0, help="worker threads (0 = all cores)")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="matrix dtype (float16 halves the size; lengths saturate at 65504)")
@@ -130,14 +135,15 @@ def calculate_kmer_frequencies_parser() -> argparse.ArgumentParser:
 
 
 def _calculate_kmer_frequencies(args: argparse.Namespace) -> int:
-    from .count import CountOptions, count_files
+    from .count import CountOptions, count_files, parse_chop
     from .paths import check_paths
     from .progress import counting_bar
 
     check_paths(args.input, [args.ids, args.kmers])
-    _warn_large_output(args.input, args.chop, args.dtype)
-    opts = CountOptions(min_length=args.min_length, chop=args.chop, keep_full=args.keep_full,
-                        threads=args.threads, dtype=args.dtype)
+    chop, chop_max = parse_chop(args.chop)
+    _warn_large_output(args.input, chop, args.dtype)
+    opts = CountOptions(min_length=args.min_length, chop=chop, chop_max=chop_max, seed=args.seed,
+                        keep_full=args.keep_full, threads=args.threads, dtype=args.dtype)
     with counting_bar(disable=args.quiet) as update:
         stats = count_files(args.input, args.ids, args.kmers, opts, progress=update)
     print(f"calculate_kmer_frequencies: {stats.summary()} -> {args.kmers}", file=sys.stderr)
@@ -248,6 +254,21 @@ def train_vae_parser() -> argparse.ArgumentParser:
                    help="data-parallel training on N GPUs (tf.distribute.MirroredStrategy: each global batch of "
                         "--batch-size rows split across them); 0 = all visible GPUs")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-epoch lines remain)")
+    p.add_argument("--kmers", default=D.kmers, metavar="A-B",
+                   help="model only the k-mer groups of k = A..B (e.g. 1-5: 692 inputs); the encoder records its "
+                        "columns, so it still takes the full matrix")
+    p.add_argument("--denoise", default=D.denoise, metavar="MIN:MAX",
+                   help="denoising: replace part of each training batch by the profile each sequence would show if "
+                        "it were only L bp long (L log-uniform in MIN..MAX, below its length; k-mer counts resampled), "
+                        "the target staying the clean profile (default: off)")
+    p.add_argument("--denoise-fraction", type=float, default=D.denoise_fraction, metavar="F",
+                   help="share of each batch resampled with --denoise")
+    p.add_argument("--bn-momentum", type=float, default=D.bn_momentum, metavar="M",
+                   help="BatchNorm momentum (0 = 1 - 2/steps per epoch within [0.5, 0.99], so that validation, which "
+                        "uses the moving statistics, tracks training on small runs; Keras' default is 0.99)")
+    p.add_argument("--group-weights", default=D.group_weights, metavar="K=W[,K=W...]",
+                   help="weights of each k-mer group's squared errors in the reconstruction loss, e.g. 6=0.2 "
+                        "(unnamed groups: 1; all 1 = the plain sum of squared errors)")
     return p
 
 
@@ -270,7 +291,9 @@ def _train_vae(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, max_samples=args.max_samples, seed=args.seed, dropout=args.dropout,
         patience=args.patience, lr_factor=args.lr_factor, min_lr=args.min_lr, early_stopping=args.early_stopping,
         resume=args.resume, mixed_precision=args.mixed_precision, steps_per_epoch=args.steps_per_epoch,
-        workers=args.workers, quiet=args.quiet, devices=args.devices,
+        workers=args.workers, quiet=args.quiet, devices=args.devices, kmers=args.kmers,
+        denoise=args.denoise, denoise_fraction=args.denoise_fraction, bn_momentum=args.bn_momentum,
+        group_weights=args.group_weights,
     )
     train(opts)  # TrainingInterrupted (Ctrl-C) says where the last completed epoch is: run() reports it
     return 0

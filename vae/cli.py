@@ -19,6 +19,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import encoder
+from .artifacts import LOG_FILE
 from .errors import InputError
 from .options import add_options, from_namespace
 from .runtime import quiet_stderr
@@ -37,8 +38,8 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.Argum
     except InputError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no output was written", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"{prog}: interrupted; {str(e) or 'no output was written'}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # Downstream of a pipe closed early (e.g. `| head`): not our failure to report.
@@ -232,6 +233,9 @@ def _train_vae(args: argparse.Namespace) -> int:
     try:
         train(opts)
     except TrainingInterrupted:
+        if args.quiet:  # train()'s account went to the log only: the error line says where it is
+            raise KeyboardInterrupt(f"see the last line of {os.path.join(run_dir, LOG_FILE)}; continue with "
+                                    f"train_vae -o {run_dir} --resume") from None
         return 130  # train() has said where the last completed epoch is
     return 0
 
@@ -756,6 +760,7 @@ def compare_groups_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=float, default=1.0, help="Gaussian smoothing of the histograms, in bins (0 = none)")
     p.add_argument("--balanced", action="store_true", help="composition chart with groups weighted equally (the CSV has both)")
     p.add_argument("--pdf", action="store_true", help="also write each figure as PDF")
+    p.add_argument("--quiet", action="store_true", help="nothing but errors on stderr")
     return p
 
 
@@ -953,6 +958,7 @@ def demo_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a reduced version (what CI runs end to end)")
     p.add_argument("--simulated", action="store_true", help="use simulated genomes even when the real ones are present")
     p.add_argument("--seed", type=int, default=42, help="seed of every step")
+    p.add_argument("--quiet", action="store_true", help="nothing but errors on stderr (the report's path still goes to stdout)")
     return p
 
 

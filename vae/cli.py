@@ -885,6 +885,7 @@ def compare_groups_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=float, default=1.0, help="Gaussian smoothing of the histograms, in bins (0 = none)")
     p.add_argument("--balanced", action="store_true", help="composition chart with groups weighted equally (the CSV has both)")
     p.add_argument("--pdf", action="store_true", help="also write each figure as PDF")
+    p.add_argument("--quiet", action="store_true", help="nothing but errors on stderr")
     return p
 
 
@@ -1092,6 +1093,7 @@ def demo_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a reduced version (what CI runs end to end)")
     p.add_argument("--simulated", action="store_true", help="use simulated genomes even when the real ones are present")
     p.add_argument("--seed", type=int, default=42, help="seed of every step")
+    p.add_argument("--quiet", action="store_true", help="nothing but errors on stderr (the report's path still goes to stdout)")
     return p
 
 

@@ -103,7 +103,7 @@ def test_stream_pairs_are_seeded_and_resume_safe(rows, tmp_path):
         resumed = list(RowStream(r, plan, workers=2, denoiser=d).batches(0, epochs=2, skip=3))
         clean = list(RowStream(r, plan, workers=2).batches(0, epochs=2))
     assert len(full) == 8
-    for (x, y), (x2, y2), c in zip(full, again, clean):
+    for (x, y), (x2, _y2), c in zip(full, again, clean):
         np.testing.assert_array_equal(x, x2)
         np.testing.assert_array_equal(y, c)  # the target is the clean batch
         assert x.dtype == np.float16 and np.any(x != y)

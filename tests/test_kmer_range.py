@@ -8,7 +8,6 @@ of all 2772 features (the original scripts' kind) keep working.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -68,7 +67,7 @@ def work(tmp_path_factory):
             n = layer.weights[0].shape[0]
             layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 0.5, n), rng.normal(0, 1, n), rng.uniform(0.2, 3, n)])
     enc.save(d / "enc15.keras")
-    records, ids, labels = [], [], []
+    records = []
     for g in range(3):
         genome = random_genome(40_000, seed=g, gc=0.35 + 0.15 * g)
         for j, frag in enumerate(fragments(genome, 20, 1500, 6000, seed=10 + g)):

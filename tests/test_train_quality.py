@@ -8,14 +8,14 @@ import pytest
 
 keras = pytest.importorskip("keras", reason="needs TensorFlow/Keras (pip install -e .[train])")
 
-from vae.cli import train_vae
-from vae.kmers import FEATURE_SLICES, N_FEATURES, feature_columns, profile
-from vae.model import build_vae
-from vae.simulate import fragments, random_genome
-from vae.train import TrainOptions, bn_momentum_for, train
-from vae.transform import clr
+from vae.cli import train_vae  # noqa: E402 -- after the Keras skip
+from vae.kmers import FEATURE_SLICES, N_FEATURES, feature_columns, profile  # noqa: E402
+from vae.model import build_vae  # noqa: E402
+from vae.simulate import fragments, random_genome  # noqa: E402
+from vae.train import TrainOptions, bn_momentum_for, train  # noqa: E402
+from vae.transform import clr  # noqa: E402
 
-from .conftest import call_cli
+from .conftest import call_cli  # noqa: E402
 
 
 def test_bn_momentum_follows_the_steps_per_epoch():

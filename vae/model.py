@@ -21,7 +21,7 @@ import numpy as np
 
 from .kmers import N_FEATURES, groups_in
 from .layers import ClipLayer, KmerColumns, Sampling, encoder_columns
-from .runtime import import_keras
+from .runtime import import_keras, import_tensorflow
 from .transform import clr_ops
 
 keras = import_keras()
@@ -197,9 +197,7 @@ def _per_replica(loss):
     Keras multiplies the reported loss back. One device: unchanged.
     """
     if keras.config.backend() == "tensorflow":
-        import tensorflow as tf
-
-        n = tf.distribute.get_strategy().num_replicas_in_sync
+        n = import_tensorflow().distribute.get_strategy().num_replicas_in_sync
         if n > 1:
             return loss * (1.0 / n)
     return loss

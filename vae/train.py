@@ -45,7 +45,7 @@ from .errors import InputError
 from .kmers import K_ORDER, N_FEATURES, feature_columns, groups_in, parse_k_range
 from .matrix import atomic_path, atomic_text, check_fingerprint, fingerprint
 
-from .runtime import import_keras  # tests and benches import it from here too
+from .runtime import import_keras, import_tensorflow  # tests and benches import import_keras from here too
 
 
 CONFIG_FILE = "config.json"
@@ -327,8 +327,8 @@ def _write_json(path: str, obj: dict) -> None:
 
 
 def _versions() -> dict:
-    import keras
-    import tensorflow as tf
+    keras = import_keras()
+    tf = import_tensorflow()
 
     return {"kmer_vae": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "tensorflow": tf.__version__, "keras": keras.__version__}
@@ -582,7 +582,7 @@ def train(opts: TrainOptions) -> TrainResult:
         raise InputError(f"cannot create {run_dir}: {e.strerror}") from None
     log.open(os.path.join(run_dir, LOG_FILE))
     keras = import_keras()
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     from .model import build_vae
 
@@ -730,7 +730,7 @@ def device_strategy(devices: int):
     devices (as the tests configure them); asking for more than are visible is an InputError.
     """
     import_keras()
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     gpus = tf.config.list_logical_devices("GPU")
     n = devices or max(1, len(gpus))
@@ -878,7 +878,7 @@ class _EpochLogic:
                 self.model.stop_training = True
 
     def _monitor_mse(self) -> tuple[float, dict[int, float]]:
-        from keras import ops
+        ops = import_keras().ops
 
         enc, dec = self.model.encoder, self.model.decoder
         recon = np.concatenate([

@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from vae import embed  # noqa: E402
+from vae import artifacts, embed  # noqa: E402
+from vae import encoder as engines  # noqa: E402
 from vae.kmers import GROUP_SLICES, N_COLUMNS  # noqa: E402
 from vae.transform import clr  # noqa: E402
 
@@ -42,16 +43,16 @@ def synthetic_matrix(n: int, seed: int = 0) -> np.ndarray:
 
 
 def encoders(tmp: str) -> dict:
-    keras_path = embed.DEFAULT_MODEL_DIR / embed.KERAS_NAME
+    keras_path = artifacts.shipped_model_dir() / artifacts.KERAS_NAME
     if keras_path.exists():
         src = str(keras_path)
     else:
         from vae.model import build_encoder
 
         src = os.path.join(tmp, "encoder.keras")
-        build_encoder().save(src)
-        embed.export_encoder(src)
-    return {"keras": embed.load_encoder(src, "keras"), "numpy": embed.load_encoder(src, "numpy"), "source": src}
+        build_encoder(384, (1024, 512)).save(src)  # the default architecture (vae.train.TrainOptions)
+        engines.export_portable(src)
+    return {"keras": engines.load_encoder(src, "keras"), "numpy": engines.load_encoder(src, "numpy"), "source": src}
 
 
 def best_of(fn, repeats: int) -> float:
@@ -66,7 +67,7 @@ def best_of(fn, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=20_000)
-    ap.add_argument("--batch-size", type=int, default=embed.DEFAULT_BATCH)
+    ap.add_argument("--batch-size", type=int, default=engines.DEFAULT_BATCH)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", help="append the results here as JSON")
     args = ap.parse_args()

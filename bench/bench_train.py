@@ -123,7 +123,7 @@ def throughput(args) -> None:
 
     def model(raw_rows: bool):
         keras.utils.set_random_seed(0)
-        vae = build_vae(args.latent, args.hidden, raw_rows=raw_rows, seed=0, columns=columns)
+        vae = build_vae(args.latent, args.hidden, 0.05, raw_rows=raw_rows, seed=0, columns=columns)
         vae.compile(optimizer=keras.optimizers.Adam(1e-4))
         return vae
 

@@ -227,7 +227,7 @@ def test_in_graph_clr_of_raw_rows_is_what_the_model_sees(matrix):
 
     _, x = matrix
     keras.utils.set_random_seed(0)
-    vae = build_vae(latent=4, hidden=(16,), raw_rows=True, seed=0)
+    vae = build_vae(latent=4, hidden=(16,), beta=0.05, raw_rows=True, seed=0)
     _, z_mean_graph, _ = vae.predict(x[:64], verbose=0, batch_size=32)
     ref = independent_clr(x[:64].astype(np.float32)).astype(np.float32)
     z_mean_ref = np.asarray(vae.encoder(ref, training=False)[0])

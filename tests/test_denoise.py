@@ -121,7 +121,7 @@ from vae.train import TrainOptions, train  # noqa: E402
 
 
 def test_train_step_reconstructs_the_clean_target():
-    vae = build_vae(latent=2, hidden=(8,))
+    vae = build_vae(latent=2, hidden=(8,), beta=0.05)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(2, 4, 2772)).astype(np.float32)
     vae.kl_weight.assign(0.0)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vae import embed
+from vae import artifacts, embed
+from vae import encoder as engines
 from vae.errors import InputError
 from vae.kmers import N_FEATURES, profile
 from vae.simulate import random_genome, write_fasta
@@ -45,7 +46,7 @@ def work(tmp_path_factory) -> Path:
     enc = build_encoder(latent=LATENT, hidden=(32, 16), seed=3)
     _randomise_batchnorm(enc, np.random.default_rng(0))
     enc.save(d / "tiny.keras")
-    embed.export_encoder(str(d / "tiny.keras"))
+    engines.export_portable(str(d / "tiny.keras"))
     records = [(f"c{i}", random_genome(int(n), seed=i)) for i, n in enumerate(np.linspace(300, 6000, 37))]
     write_fasta(str(d / "contigs.fa"), records)
     rows = np.stack([profile(s) for _, s in records])
@@ -56,18 +57,18 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def keras_encoder(work):
-    return embed.load_encoder(str(work / "tiny.keras"), "keras")
+    return engines.load_encoder(str(work / "tiny.keras"), "keras")
 
 
 @pytest.fixture(scope="module")
 def numpy_encoder(work):
-    return embed.load_encoder(str(work / "tiny.json"), "numpy")
+    return engines.load_encoder(str(work / "tiny.json"), "numpy")
 
 
 def test_z_mean_is_deterministic_bit_for_bit(work, keras_encoder, numpy_encoder):
     rows = np.load(work / "kmers.npy")
     for enc in (keras_encoder, numpy_encoder):
-        a, b = embed.embed_rows(enc, rows), embed.embed_rows(enc, rows)
+        a, b = engines.embed_rows(enc, rows), engines.embed_rows(enc, rows)
         assert a.dtype == np.float32 and a.shape == (rows.shape[0], 1 + LATENT)
         assert np.array_equal(a, b)
         assert np.array_equal(a[:, 0], rows[:, 0])
@@ -89,8 +90,8 @@ def test_numpy_engine_matches_keras(work, keras_encoder, numpy_encoder):
     assert [op.get("folded") for op in spec["layers"] if op["kind"] == "dense"] == ["enc0_bn", "enc1_bn", None]
     assert {op["negative_slope"] for op in spec["layers"] if op["kind"] == "activation"} == {0.2}
     rows = np.load(work / "kmers.npy")
-    a = embed.embed_rows(keras_encoder, rows)
-    b = embed.embed_rows(numpy_encoder, rows)
+    a = engines.embed_rows(keras_encoder, rows)
+    b = engines.embed_rows(numpy_encoder, rows)
     assert np.abs(a - b).max() < 1e-4
     # Large-valued input too (BatchNorm statistics matter most away from zero).
     x = np.random.default_rng(1).normal(0, 3, size=(64, N_FEATURES)).astype(np.float32)
@@ -103,7 +104,7 @@ def test_fold_batchnorm_equals_dense_then_batchnorm():
     gamma, beta, mean, var, eps = rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.1, 2, 4), 1e-3
     x = rng.normal(size=(10, 6))
     expected = gamma * ((x @ w + b) - mean) / np.sqrt(var + eps) + beta
-    w2, b2 = embed.fold_batchnorm(w, b, gamma, beta, mean, var, eps)
+    w2, b2 = engines.fold_batchnorm(w, b, gamma, beta, mean, var, eps)
     np.testing.assert_allclose(x @ w2 + b2, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -122,8 +123,8 @@ def test_legacy_style_encoder_without_named_outputs(tmp_path):
     model = keras.Model(inp, [mu, lv, z])
     _randomise_batchnorm(model, np.random.default_rng(2))
     model.save(tmp_path / "old.keras")
-    k = embed.load_encoder(str(tmp_path / "old.keras"), "keras")
-    n = embed.load_encoder(str(tmp_path / "old.keras"), "numpy")  # converted in memory: no export beside it
+    k = engines.load_encoder(str(tmp_path / "old.keras"), "keras")
+    n = engines.load_encoder(str(tmp_path / "old.keras"), "numpy")  # converted in memory: no export beside it
     x = np.random.default_rng(3).normal(size=(20, N_FEATURES)).astype(np.float32)
     assert k.latent == n.latent == 4
     assert np.abs(k.z_mean(x) - n.z_mean(x)).max() < 1e-4
@@ -136,19 +137,19 @@ def test_export_refuses_unsupported_layers(tmp_path):
     out = keras.layers.Dense(3, name="z_mean")(h)
     keras.Model(inp, out).save(tmp_path / "odd.keras")
     with pytest.raises(InputError, match="softmax"):
-        embed.export_encoder(str(tmp_path / "odd.keras"))
+        engines.export_portable(str(tmp_path / "odd.keras"))
 
 
 def test_streaming_in_small_batches_equals_one_batch(work, numpy_encoder, tmp_path):
     rows = np.load(work / "kmers.npy")
     n = embed.embed_matrix_file(numpy_encoder, str(work / "kmers.npy"), str(tmp_path / "e.npy"), batch_size=5)
     assert n == rows.shape[0]
-    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), embed.embed_rows(numpy_encoder, rows), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), engines.embed_rows(numpy_encoder, rows), rtol=1e-5, atol=1e-5)
     assert not [p for p in os.listdir(tmp_path) if "tmp" in p]
 
 
 def test_width_mismatch_is_a_clear_error(work, tmp_path):
-    enc = embed.NumpyEncoder([], input_dim=100, latent=100, source="narrow.json")
+    enc = engines.NumpyEncoder([], input_dim=100, latent=100, source="narrow.json")
     with pytest.raises(InputError, match=r"takes 100 input features but a k-mer matrix provides 2772"):
         embed.embed_matrix_file(enc, str(work / "kmers.npy"), str(tmp_path / "e.npy"))
     narrow = build_encoder(latent=2, hidden=(4,), input_dim=100)
@@ -166,7 +167,7 @@ def test_filter_stdin_to_stdout_round_trip(work):
     for model, engine in (("tiny.keras", "keras"), ("tiny.json", "numpy")):
         proc = run_cli("embedding", "-m", work / model, "--engine", engine, "--batch-size", "10", input=data, check=True)
         out = np.load(io.BytesIO(proc.stdout), allow_pickle=False)
-        ref = embed.embed_rows(embed.load_encoder(str(work / model), engine), rows)
+        ref = engines.embed_rows(engines.load_encoder(str(work / model), engine), rows)
         assert out.shape == (rows.shape[0], 1 + LATENT) and out.dtype == np.float32
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     # Truncated stdin: a clear error, not a short file.
@@ -209,12 +210,12 @@ def test_error_messages(work, tmp_path, monkeypatch, capsys):
     (tmp_path / "run").mkdir()
     for suffix in (".json", ".npz"):
         (tmp_path / "run" / ("encoder" + suffix)).write_bytes((work / ("tiny" + suffix)).read_bytes())
-    assert embed.load_encoder(str(tmp_path / "run"), "auto").source.endswith("encoder.json")
+    assert engines.load_encoder(str(tmp_path / "run"), "auto").source.endswith("encoder.json")
     with pytest.raises(InputError, match="a folder without encoder.keras"):
-        embed.load_encoder(str(tmp_path), "numpy")
-    monkeypatch.setattr(embed, "DEFAULT_MODEL_DIR", tmp_path / "no_models")
+        engines.load_encoder(str(tmp_path), "numpy")
+    monkeypatch.setattr(artifacts, "shipped_model_dir", lambda: tmp_path / "no_models")
     with pytest.raises(InputError, match="no default model"):
-        embed.load_encoder(None, "numpy")
+        engines.load_encoder(None, "numpy")
     assert not (tmp_path / "e.npy").exists()
 
 
@@ -236,8 +237,8 @@ def test_light_path_never_imports_tensorflow(work, tmp_path):
                     raise ImportError('blocked for the light-path test: ' + name)
         sys.meta_path.insert(0, Block())
         sys.path.insert(0, {str(REPO)!r})
-        from vae import embed
-        assert not embed.keras_available()
+        from vae import encoder as engines
+        assert not engines.keras_available()
         from vae.cli import embedding
         for argv in (["-m", {str(work / 'tiny.keras')!r}, "-i", {str(work / 'contigs.fa')!r}, "-o", {str(tmp_path / 'light.npy')!r}],
                      ["-m", {str(work / 'tiny.json')!r}, "-i", {str(work / 'kmers.npy')!r}, "-o", {str(tmp_path / 'light2.npy')!r}]):
@@ -252,7 +253,7 @@ def test_light_path_never_imports_tensorflow(work, tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "light ok" in proc.stdout and "numpy engine" in proc.stderr
-    ref = embed.embed_rows(embed.load_encoder(str(work / "tiny.keras"), "keras"), np.load(work / "kmers.npy"))
+    ref = engines.embed_rows(engines.load_encoder(str(work / "tiny.keras"), "keras"), np.load(work / "kmers.npy"))
     assert np.abs(np.load(tmp_path / "light.npy") - ref).max() < 1e-4
     assert np.abs(np.load(tmp_path / "light2.npy") - ref).max() < 1e-4
 
@@ -263,7 +264,7 @@ def test_stale_export_is_not_used(work, tmp_path, capsys):
     other.save(tmp_path / "tiny.keras")
     for suffix in (".json", ".npz"):
         (tmp_path / ("tiny" + suffix)).write_bytes((work / ("tiny" + suffix)).read_bytes())
-    enc = embed.load_encoder(str(tmp_path / "tiny.keras"), "numpy")
+    enc = engines.load_encoder(str(tmp_path / "tiny.keras"), "numpy")
     assert "was not exported from" in capsys.readouterr().err
     x = np.random.default_rng(0).normal(size=(5, N_FEATURES)).astype(np.float32)
     np.testing.assert_allclose(enc.z_mean(x), other.predict_on_batch(x)[0], atol=1e-4)
@@ -271,13 +272,13 @@ def test_stale_export_is_not_used(work, tmp_path, capsys):
 
 def test_default_model_numpy_matches_keras():
     """The shipped encoder: both engines agree within 1e-4 on real-looking profiles."""
-    d = embed.DEFAULT_MODEL_DIR
-    if not (d / embed.KERAS_NAME).exists() or not (d / embed.SPEC_NAME).exists():
+    d = artifacts.shipped_model_dir()
+    if not (d / artifacts.KERAS_NAME).exists() or not (d / artifacts.SPEC_NAME).exists():
         pytest.skip(f"no shipped default model in {d}")
     rows = np.stack([profile(random_genome(n, seed=n)) for n in (1000, 2500, 5000, 20000)])
-    k, n = embed.load_encoder(None, "keras"), embed.load_encoder(None, "numpy")
+    k, n = engines.load_encoder(None, "keras"), engines.load_encoder(None, "numpy")
     assert k.input_dim == N_FEATURES and k.latent == n.latent
-    assert np.abs(embed.embed_rows(k, rows) - embed.embed_rows(n, rows)).max() < 1e-4
+    assert np.abs(engines.embed_rows(k, rows) - engines.embed_rows(n, rows)).max() < 1e-4
 
 
 def test_many_inputs_to_a_folder_with_one_encoder_load(work, tmp_path, monkeypatch):
@@ -289,7 +290,7 @@ def test_many_inputs_to_a_folder_with_one_encoder_load(work, tmp_path, monkeypat
                                 "--min-length", "1000", "--quiet"]) == 0
     assert call_cli(embedding, ["-m", work / "tiny.json", "-i", work / "kmers.npy", "-o", tmp_path / "kmers1.npy", "--quiet"]) == 0
     loads = []
-    real = embed.load_encoder
+    real = engines.load_encoder
     monkeypatch.setattr(embed, "load_encoder", lambda *a, **k: loads.append(a) or real(*a, **k))
     out = tmp_path / "emb"
     assert call_cli(embedding, ["-m", work / "tiny.json", "-i", work / "contigs.fa", work / "kmers.npy", tmp_path / "s2.fa.gz",

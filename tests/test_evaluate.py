@@ -17,7 +17,7 @@ from scipy import stats
 
 from vae import evaluate as ev
 from vae.cli import evaluate_labels, verify_local_distances
-from vae.embed import NumpyEncoder
+from vae.encoder import NumpyEncoder
 from vae.errors import InputError
 from vae.kmers import N_FEATURES, profile
 from vae.simulate import fragments, random_genome
@@ -93,7 +93,7 @@ def _verify(data, encoder, **kw):
     m = np.load(data / "kmers.npy")
     source = ev.split_rows(m.shape[0], query_fraction=0.3, seed=1)
     opts = ev.VerifyOptions(k=20, n_queries=40, n_boot=100, **kw)
-    return ev.verify_local_distances(str(data / "kmers.npy"), encoder, source, opts, log=lambda m: None)
+    return ev.verify(str(data / "kmers.npy"), encoder, source, opts, log=lambda m: None)
 
 
 def test_identity_space_is_the_clr_space(data):
@@ -187,12 +187,12 @@ def test_purity():
 def test_label_agreement_on_labelled_blobs(data):
     """Synthetic genomes of distinct composition: the identity (CLR) space separates them, a random one does not."""
     kw = dict(log=lambda m: None, pca_fit_rows=1000)
-    good = ev.evaluate_labels(str(data / "kmers.npy"), str(data / "kmers.txt"), str(data / "labels.tsv"), identity_encoder(), **kw)
+    good = ev.label_agreement(str(data / "kmers.npy"), str(data / "kmers.txt"), str(data / "labels.tsv"), identity_encoder(), **kw)
     g = good["ranks"]["genome"]["spaces"]
     assert g["VAE"]["knn@1"] > 0.9 and g["VAE"]["knn@10"] > 0.85 and g["VAE"]["ari"] > 0.8 and g["VAE"]["purity"] > 0.9
     assert g["VAE"] == pytest.approx(g["CLR"])
     assert good["ranks"]["phylum"]["spaces"] == {} and "skipped" in good["ranks"]["phylum"]["note"]
-    bad = ev.evaluate_labels(str(data / "kmers.npy"), str(data / "kmers.txt"), str(data / "labels.tsv"), RandomEncoder(), **kw)
+    bad = ev.label_agreement(str(data / "kmers.npy"), str(data / "kmers.txt"), str(data / "labels.tsv"), RandomEncoder(), **kw)
     b = bad["ranks"]["genome"]["spaces"]["VAE"]
     assert abs(b["knn@10"] - 1 / 3) < 0.1 and abs(b["ari"]) < 0.1
 

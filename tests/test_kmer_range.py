@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from vae import embed
+from vae import encoder as engines
 from vae.errors import InputError
 from vae.kmers import FEATURE_SLICES, GROUP_SLICES, N_FEATURES, feature_columns, groups_in, parse_k_range, profile
 from vae.simulate import fragments, random_genome, write_fasta
@@ -81,15 +82,15 @@ def work(tmp_path_factory):
 
 
 def test_encoder_round_trips_and_export_records_the_columns(work, tmp_path):
-    loaded = embed.load_encoder(str(work / "enc15.keras"), "keras")
+    loaded = engines.load_encoder(str(work / "enc15.keras"), "keras")
     assert loaded.input_dim == N_FEATURES and encoder_columns(loaded.full_model) == feature_columns(range(1, 6)).tolist()
     assert call_cli(export_encoder, ["-m", work / "enc15.keras", "-o", tmp_path / "p"]) == 0
     spec = json.loads((tmp_path / "p.json").read_text())
     assert spec["version"] == 2 and spec["input_dim"] == N_FEATURES and spec["columns"] == list(range(2080, 2772))
     w = np.load(tmp_path / "p.npz")
     assert w[spec["layers"][0]["weights"]].shape == (692, 16)  # the first matmul sees 692 features only
-    numpy_enc = embed.load_encoder(str(tmp_path / "p.json"), "numpy")
-    x = embed.clr_batch(np.load(work / "kmers.npy"))
+    numpy_enc = engines.load_encoder(str(tmp_path / "p.json"), "numpy")
+    x = engines.clr_batch(np.load(work / "kmers.npy"))
     assert np.abs(numpy_enc.z_mean(x) - loaded.z_mean(x)).max() < 1e-4
     # The 6-mer columns are not read at all: change them and nothing moves.
     x2 = x.copy()
@@ -99,15 +100,15 @@ def test_encoder_round_trips_and_export_records_the_columns(work, tmp_path):
 
 
 def test_old_readers_refuse_and_bad_columns_are_clear(work, tmp_path):
-    spec, arrays = embed.portable_from_keras(embed._load_keras_model(str(work / "enc15.keras")))
+    spec, arrays = engines.portable_from_keras(engines._load_keras_model(str(work / "enc15.keras")))
     for bad, msg in (([], "columns"), ([0, N_FEATURES], "feature indices in 0..2771"), ("x", "columns")):
         with pytest.raises(InputError, match=msg):
-            embed.NumpyEncoder.from_export({**spec, "columns": bad}, arrays)
+            engines.NumpyEncoder.from_export({**spec, "columns": bad}, arrays)
     # A version-1 file (no columns) still reads as an all-features encoder.
     full = build_encoder(latent=3, hidden=(8,), seed=0)
-    s1, a1 = embed.portable_from_keras(full)
+    s1, a1 = engines.portable_from_keras(full)
     assert s1["version"] == 1 and "columns" not in s1
-    assert embed.NumpyEncoder.from_export(s1, a1).columns is None
+    assert engines.NumpyEncoder.from_export(s1, a1).columns is None
 
 
 def test_consumers_take_the_usual_matrix(work, tmp_path, capsys):
@@ -141,7 +142,7 @@ def test_full_width_encoders_still_embed(work, tmp_path):
     rows = np.load(work / "kmers.npy")
     for engine in ("keras", "numpy"):
         z = embed.embed_matrix(rows, str(tmp_path / "full.keras"), engine=engine)
-        np.testing.assert_allclose(z, enc.predict_on_batch(embed.clr_batch(rows))[0], atol=1e-4)
+        np.testing.assert_allclose(z, enc.predict_on_batch(engines.clr_batch(rows))[0], atol=1e-4)
 
 
 def test_train_1_5_model_and_resume(work, tmp_path, capsys):
@@ -173,7 +174,7 @@ def test_bad_kmers_is_one_line(work, tmp_path, capsys, bad):
 
 def test_loss_reconstructs_only_the_modelled_columns():
     """The reconstruction term is the SSE over the 692 columns of 1-5 (the 6-mers contribute nothing)."""
-    vae = build_vae(latent=2, hidden=(8,), columns=feature_columns(range(1, 6)))
+    vae = build_vae(latent=2, hidden=(8,), beta=0.05, columns=feature_columns(range(1, 6)))
     x = np.random.default_rng(0).normal(size=(4, N_FEATURES)).astype(np.float32)
     recon, z_mean, z_log_var = vae(x)
     vae.kl_weight.assign(0.0)

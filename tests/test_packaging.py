@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from vae import artifacts, embed
+from vae import encoder as engines
 from vae.simulate import random_genome, write_fasta
 
 from .conftest import REPO
@@ -143,7 +144,7 @@ def test_wheel_without_tensorflow_embeds_fasta_with_the_shipped_model(installed,
     assert emb.shape == (len(records), 1 + spec["latent"]) and emb.dtype == np.float32
     assert (tmp_path / "e.txt").read_text().split() == [name for name, _ in records]
     # Same numbers as the checkout's NumPy engine on the same file (the same encoder, the same code).
-    ref = embed.load_encoder(str(artifacts.shipped_model_dir() / artifacts.SPEC_NAME), "numpy")
+    ref = engines.load_encoder(str(artifacts.shipped_model_dir() / artifacts.SPEC_NAME), "numpy")
     out = tmp_path / "ref.npy"
     from vae.count import CountOptions
 

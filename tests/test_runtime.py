@@ -10,7 +10,7 @@ import pytest
 
 from vae import artifacts, runtime
 from vae.cli import calculate_kmer_frequencies
-from vae.embed import keras_available
+from vae.encoder import keras_available
 from vae.kmers import profile
 from vae.simulate import random_genome, write_fasta
 

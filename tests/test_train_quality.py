@@ -28,7 +28,7 @@ def _moving_mean_error(momentum: float) -> float:
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(512, N_FEATURES)) + rng.normal(size=N_FEATURES) * 2).astype(np.float32)  # non-zero means
-    vae = build_vae(latent=4, hidden=(32,), bn_momentum=momentum, seed=0)
+    vae = build_vae(latent=4, hidden=(32,), beta=0.05, bn_momentum=momentum, seed=0)
     vae.compile(optimizer=keras.optimizers.Adam(1e-4))
     vae.fit(x, batch_size=128, epochs=1, verbose=0, shuffle=False)
     dense, bn = vae.encoder.get_layer("enc0_dense"), vae.encoder.get_layer("enc0_bn")
@@ -45,8 +45,8 @@ def test_moving_statistics_track_the_data_after_one_short_epoch():
 def test_group_weights_scale_each_groups_errors():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6, N_FEATURES)).astype(np.float32)
-    plain = build_vae(latent=2, hidden=(8,), seed=0)
-    weighted = build_vae(latent=2, hidden=(8,), seed=0, group_weights={6: 0.2, 3: 2.0})
+    plain = build_vae(latent=2, hidden=(8,), beta=0.05, seed=0)
+    weighted = build_vae(latent=2, hidden=(8,), beta=0.05, seed=0, group_weights={6: 0.2, 3: 2.0})
     plain.kl_weight.assign(0.0)
     weighted.kl_weight.assign(0.0)
     pred = plain(x)
@@ -57,7 +57,7 @@ def test_group_weights_scale_each_groups_errors():
     assert float(weighted.compute_loss(x=x, y_pred=pred)) == pytest.approx((sq * w).sum(axis=1).mean(), rel=1e-5)
     # With --kmers 2-6 the weights follow the modelled columns.
     cols = feature_columns(range(2, 7))
-    part = build_vae(latent=2, hidden=(8,), seed=0, columns=cols, group_weights={6: 0.5})
+    part = build_vae(latent=2, hidden=(8,), beta=0.05, seed=0, columns=cols, group_weights={6: 0.5})
     part.kl_weight.assign(0.0)
     recon = rng.normal(size=(6, cols.size)).astype(np.float32)
     wp = np.where(cols < FEATURE_SLICES[6].stop, 0.5, 1.0)

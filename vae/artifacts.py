@@ -19,6 +19,8 @@ This module imports nothing heavy: the light path (NumPy engine) uses it.
 from __future__ import annotations
 
 import importlib.resources
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 # ---------------------------------------------------------------- the run folder
@@ -37,9 +39,33 @@ DECODER_NAME = "decoder.keras"
 # ---------------------------------------------------------------- an encoder
 #: The Keras encoder (safe-mode loadable).
 KERAS_NAME = "encoder.keras"
-#: The portable export: weights and the layer description (see vae.embed.NumpyEncoder).
+#: The portable export: weights and the layer description (see vae.encoder.NumpyEncoder).
 WEIGHTS_NAME = "encoder.npz"
 SPEC_NAME = "encoder.json"
+
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of a run folder's artifacts (paths only: no I/O)."""
+
+    path: str
+
+    def __truediv__(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    config = property(lambda self: self / CONFIG_FILE)
+    split = property(lambda self: self / SPLIT_FILE)
+    history = property(lambda self: self / HISTORY_FILE)
+    log = property(lambda self: self / LOG_FILE)
+    curves = property(lambda self: self / CURVES_FILE)
+    #: The best encoder, the one ``embedding`` is given.
+    encoder = property(lambda self: self / KERAS_NAME)
+    best = property(lambda self: self / BEST_DIR)
+    final = property(lambda self: self / FINAL_DIR)
+    resume = property(lambda self: self / RESUME_DIR)
+    state = property(lambda self: os.path.join(self.path, RESUME_DIR, STATE_FILE))
+
 
 # ---------------------------------------------------------------- the shipped model
 #: Package and folder of the shipped model (package data, declared in pyproject.toml).

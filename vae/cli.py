@@ -106,6 +106,8 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def calculate_kmer_frequencies_parser() -> argparse.ArgumentParser:
+    from .count import CountOptions
+
     p = _parser(
         "calculate_kmer_frequencies",
         "Count canonical 1- to 6-mers of every FASTA record into a k-mer matrix (N, 2773):\n"
@@ -116,99 +118,40 @@ def calculate_kmer_frequencies_parser() -> argparse.ArgumentParser:
         "become zero rows and are counted in the summary.\n\n"
         "example: calculate_kmer_frequencies -i a.fa.gz b.fa -id ids.txt -k kmers.npy --chop 10000",
     )
-    p.add_argument("-i", "--input", nargs="+", required=True, metavar="FASTA", help="FASTA files (plain or .gz), counted in order; '-' for stdin")
-    p.add_argument("-id", "--ids", required=True, metavar="IDS.txt", help="output IDs file, one per row")
-    p.add_argument("-k", "--kmers", required=True, metavar="KMERS.npy", help="output matrix")
-    p.add_argument("--min-length", type=_positive_int, default=0, metavar="N", help="skip sequences shorter than N characters")
-    p.add_argument("--chop", default="0", metavar="L|MIN:MAX",
-                   help="L: cut each sequence of length >= L into floor(len/L) equal pieces (IDs id.1, id.2, ...); "
-                        "MIN:MAX: into consecutive pieces of random log-uniform lengths in [MIN, MAX] (--seed), "
-                        "the end that a length would leave shorter than MIN joining the last piece; sequences shorter "
-                        "than L or MIN are kept whole (0 = no chopping)")
-    p.add_argument("--seed", type=int, default=42,
-                   help="seed of --chop MIN:MAX (each record's pieces depend only on it and the record's ID)")
-    p.add_argument("--keep-full", action="store_true", help="with --chop, also keep the whole sequence")
-    p.add_argument("--threads", type=_positive_int, default=0, help="worker threads (0 = all cores)")
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="matrix dtype (float16 halves the size; lengths saturate at 65504)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _calculate_kmer_frequencies(args: argparse.Namespace) -> int:
-    from .count import CountOptions, count_files, parse_chop
-    from .paths import check_paths
-    from .progress import counting_bar
-
-    check_paths(args.input, [args.ids, args.kmers])
-    chop, chop_max = parse_chop(args.chop)
-    _warn_large_output(args.input, chop, args.dtype)
-    opts = CountOptions(min_length=args.min_length, chop=chop, chop_max=chop_max, seed=args.seed,
-                        keep_full=args.keep_full, threads=args.threads, dtype=args.dtype)
-    with counting_bar(disable=args.quiet) as update:
-        stats = count_files(args.input, args.ids, args.kmers, opts, progress=update)
-    print(f"calculate_kmer_frequencies: {stats.summary()} -> {args.kmers}", file=sys.stderr)
-    return 0
-
-
-def _warn_large_output(inputs: Sequence[str], chop: int, dtype: str) -> None:
-    """With --chop, say before counting how large the matrix will be when that is more than 1 GB (an estimate)."""
-    if not chop:
-        return
-    size = sum(os.path.getsize(p) * (3.5 if p.endswith(".gz") else 1.0) for p in inputs if p != "-" and os.path.isfile(p))
-    rows = size / max(chop, 1)
-    gb = rows * 2773 * (2 if dtype == "float16" else 4) / 1e9
-    if gb > 1:
-        print(f"calculate_kmer_frequencies: --chop {chop} makes about {rows:,.0f} rows: a matrix of about {gb:,.1f} GB",
-              file=sys.stderr)
+    return add_options(p, CountOptions)
 
 
 def calculate_kmer_frequencies(argv: Argv = None) -> int:
     """Console entry point of ``calculate_kmer_frequencies``."""
-    _exit(run(_together(_calculate_kmer_frequencies), calculate_kmer_frequencies_parser(), argv))
+    from . import count
+
+    _exit(run(_together(_command(count.CountOptions, count.run)), calculate_kmer_frequencies_parser(), argv))
 
 
 def concatenate_matrices_parser() -> argparse.ArgumentParser:
+    from .matrix import ConcatOptions
+
     p = _parser(
         "concatenate_matrices",
         "Concatenate k-mer matrices and their ID files into NAME.npy and NAME.txt, keeping every\n"
         "(ID, row) pair together; --shuffle permutes rows out of core (two sequential passes, ~256 MB of rows in RAM).\n\n"
         "example: concatenate_matrices -i a.npy b.npy -id a.txt b.txt -o train --shuffle",
     )
-    p.add_argument("-i", "--input", nargs="+", required=True, metavar="NPY", help="input matrices")
-    p.add_argument("-id", "--ids", nargs="+", required=True, metavar="TXT", help="their ID files (.txt or .txt.gz), same order")
-    p.add_argument("-o", "--output", required=True, metavar="NAME", help="output prefix: writes NAME.npy and NAME.txt")
-    p.add_argument("--shuffle", action="store_true", help="shuffle rows (IDs move with them)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the shuffle")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _concatenate_matrices(args: argparse.Namespace) -> int:
-    from .matrix import concatenate, open_matrix
-    from .progress import rows_bar
-
-    prefix = args.output[:-4] if args.output.endswith(".npy") else args.output
-    from .paths import check_paths
-
-    check_paths(args.input + args.ids, [prefix + ".npy", prefix + ".txt"])
-    total = sum(open_matrix(p, n_cols=None).shape[0] for p in args.input) if len(args.input) == len(args.ids) else 0
-    with rows_bar(total, disable=args.quiet) as update:
-        n, n_dup = concatenate(args.input, args.ids, prefix, shuffle=args.shuffle, seed=args.seed, progress=update)
-    print(f"concatenate_matrices: {n:,} rows from {len(args.input)} matrices"
-          f"{' (shuffled, seed ' + str(args.seed) + ')' if args.shuffle else ''} -> {prefix}.npy, {prefix}.txt", file=sys.stderr)
-    return 0
+    return add_options(p, ConcatOptions)
 
 
 def concatenate_matrices(argv: Argv = None) -> int:
     """Console entry point of ``concatenate_matrices``."""
-    _exit(run(_together(_concatenate_matrices), concatenate_matrices_parser(), argv))
+    from . import matrix
+
+    _exit(run(_together(_command(matrix.ConcatOptions, matrix.run)), concatenate_matrices_parser(), argv))
 
 
 # --------------------------------------------------------------------------- training (issue 3)
 
 
 def train_vae_parser() -> argparse.ArgumentParser:
-    from .train import TrainOptions as D  # light: Keras is imported only when training starts
+    from .train import TrainOptions  # light: Keras is imported only when training starts
 
     p = _parser(
         "train_vae",
@@ -222,92 +165,23 @@ def train_vae_parser() -> argparse.ArgumentParser:
         "example: train_vae -i train.npy --latent 384 --beta 0.05 --epochs 500 -o Models/run1\n"
         "         train_vae -o Models/run1 --resume --epochs 800",
     )
-    p.add_argument("-i", "--input", metavar="MATRIX.npy", help="k-mer matrix (required unless --resume: then the run's input)")
-    p.add_argument("-o", "--output", metavar="RUN_DIR", default=None,
-                   help="run folder, created (default: Models/vae-<date>-<time>)")
-    p.add_argument("--latent", type=int, default=D.latent, help="latent dimensions")
-    p.add_argument("--hidden", type=int, nargs="+", default=list(D.hidden), metavar="W",
-                   help="hidden layer widths of the encoder (the decoder mirrors them)")
-    p.add_argument("--beta", type=float, default=D.beta, help="weight of the KL term after warm-up")
-    p.add_argument("--epochs", type=int, default=D.epochs, help="total epochs (with --resume: train up to this many)")
-    p.add_argument("--lr", type=float, default=D.lr, help="initial learning rate (Adam)")
-    p.add_argument("--batch-size", type=int, default=D.batch_size, help="rows per training batch")
-    p.add_argument("--warmup-epochs", type=int, default=D.warmup_epochs, help="epochs of linear KL warm-up (0 = none)")
-    p.add_argument("--val-fraction", type=float, default=D.val_fraction, help="fraction of rows held out for validation (seeded random split)")
-    p.add_argument("--max-samples", type=_positive_int, default=D.max_samples, metavar="N",
-                   help="use a random subset of N rows (0 = all)")
-    p.add_argument("--seed", type=int, default=D.seed, help="seed of the split, the shuffling and the weights")
-    p.add_argument("--dropout", type=float, default=D.dropout, help="dropout after each hidden layer")
-    p.add_argument("--patience", type=int, default=D.patience, help="epochs without a better validation loss before the LR is cut")
-    p.add_argument("--lr-factor", type=float, default=D.lr_factor, help="LR multiplier on a plateau")
-    p.add_argument("--min-lr", type=float, default=D.min_lr, help="the LR is never cut below this")
-    p.add_argument("--early-stopping", type=_positive_int, default=D.early_stopping, metavar="N",
-                   help="stop after N epochs without a better validation loss (0 = off)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in RUN_DIR (epoch, optimiser, LR, KL weight, best value); options that "
-                        "define the model or data must be unchanged")
-    p.add_argument("--mixed-precision", action="store_true", help="float16 compute with float32 weights (GPU)")
-    p.add_argument("--steps-per-epoch", type=_positive_int, default=D.steps_per_epoch, metavar="N",
-                   help="batches per epoch (0 = one pass over the training rows)")
-    p.add_argument("--workers", type=_positive_int, default=D.workers, help="reader threads (0 = from the number of cores)")
-    p.add_argument("--devices", type=int, default=D.devices, metavar="N",
-                   help="data-parallel training on N GPUs (tf.distribute.MirroredStrategy: each global batch of "
-                        "--batch-size rows split across them); 0 = all visible GPUs")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (the per-epoch lines remain)")
-    p.add_argument("--kmers", default=D.kmers, metavar="A-B",
-                   help="model only the k-mer groups of k = A..B (e.g. 1-5: 692 inputs); the encoder records its "
-                        "columns, so it still takes the full matrix")
-    p.add_argument("--denoise", default=D.denoise, metavar="MIN:MAX",
-                   help="denoising: replace part of each training batch by the profile each sequence would show if "
-                        "it were only L bp long (L log-uniform in MIN..MAX, below its length; k-mer counts resampled), "
-                        "the target staying the clean profile (default: off)")
-    p.add_argument("--denoise-fraction", type=float, default=D.denoise_fraction, metavar="F",
-                   help="share of each batch resampled with --denoise")
-    p.add_argument("--bn-momentum", type=float, default=D.bn_momentum, metavar="M",
-                   help="BatchNorm momentum (0 = 1 - 2/steps per epoch within [0.5, 0.99], so that validation, which "
-                        "uses the moving statistics, tracks training on small runs; Keras' default is 0.99)")
-    p.add_argument("--group-weights", default=D.group_weights, metavar="K=W[,K=W...]",
-                   help="weights of each k-mer group's squared errors in the reconstruction loss, e.g. 6=0.2 "
-                        "(unnamed groups: 1; all 1 = the plain sum of squared errors)")
-    return p
-
-
-def _train_vae(args: argparse.Namespace) -> int:
-    import time
-
-    from .train import TrainOptions, train
-
-    run_dir = args.output
-    if run_dir is None:
-        if args.resume:
-            raise InputError("--resume needs the run folder: -o RUN_DIR")
-        run_dir = os.path.join("Models", time.strftime("vae-%Y%m%d-%H%M%S"))
-    from .paths import check_paths
-
-    check_paths([args.input], [], folders=[run_dir])
-    opts = TrainOptions(
-        input=args.input, run_dir=run_dir, latent=args.latent, hidden=tuple(args.hidden), beta=args.beta,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup_epochs=args.warmup_epochs,
-        val_fraction=args.val_fraction, max_samples=args.max_samples, seed=args.seed, dropout=args.dropout,
-        patience=args.patience, lr_factor=args.lr_factor, min_lr=args.min_lr, early_stopping=args.early_stopping,
-        resume=args.resume, mixed_precision=args.mixed_precision, steps_per_epoch=args.steps_per_epoch,
-        workers=args.workers, quiet=args.quiet, devices=args.devices, kmers=args.kmers,
-        denoise=args.denoise, denoise_fraction=args.denoise_fraction, bn_momentum=args.bn_momentum,
-        group_weights=args.group_weights,
-    )
-    train(opts)  # TrainingInterrupted (Ctrl-C) says where the last completed epoch is: run() reports it
-    return 0
+    return add_options(p, TrainOptions)
 
 
 def train_vae(argv: Argv = None) -> int:
     """Console entry point of ``train_vae``."""
-    _exit(run(_train_vae, train_vae_parser(), argv))
+    from . import train
+
+    # TrainingInterrupted (Ctrl-C) says where the last completed epoch is: run() reports it (status 130).
+    _exit(run(_command(train.TrainOptions, train.run), train_vae_parser(), argv))
 
 
 # --------------------------------------------------------------------------- inference and evaluation (issue 4)
 
 
 def embedding_parser() -> argparse.ArgumentParser:
+    from .embed import EmbedOptions
+
     p = _parser(
         "embedding",
         "Embed contigs: k-mer matrix (or FASTA) -> (N, 1 + latent) float32 .npy, column 0 the contig\n"
@@ -322,148 +196,14 @@ def embedding_parser() -> argparse.ArgumentParser:
         "  embedding -i kmers.npy -o emb.npy --engine numpy  # no TensorFlow needed\n"
         "  embedding -i s1.fa.gz s2.npy -o embeddings/       # one encoder load; embeddings/s1.npy + .txt, ...",
     )
-    p.add_argument("-m", "--model", metavar="ENCODER",
-                   help="encoder .keras, or a portable export (.json/.npz from export_encoder); "
-                        "default: the shipped model (Models/default/)")
-    p.add_argument("-i", "--input", nargs="+", metavar="FILE",
-                   help="k-mer matrix .npy, or FASTA files (plain or .gz; detected by name or content); default: .npy on stdin")
-    p.add_argument("-o", "--output", metavar="EMB.npy",
-                   help="output .npy (written atomically); default: stdout. A folder (ending in / or existing): "
-                        "each input gets FOLDER/<name>.npy + <name>.txt (a matrix's IDs copied from the .txt beside it)")
-    p.add_argument("--ids-out", metavar="IDS.txt", help="IDs file for FASTA input (default: the output name with .txt)")
-    p.add_argument("--engine", choices=["auto", "keras", "numpy"], default="auto",
-                   help="keras (TensorFlow) or numpy (portable export, no TensorFlow); auto = keras when TensorFlow is installed")
-    p.add_argument("--batch-size", type=_positive_int, default=4096, metavar="N", help="rows per inference batch")
-    p.add_argument("--min-length", type=_positive_int, default=0, metavar="N", help="FASTA input: skip sequences shorter than N")
-    p.add_argument("--chop", type=_positive_int, default=0, metavar="L",
-                   help="FASTA input: cut sequences of length >= L into floor(len/L) equal pieces (IDs id.1, id.2, ...)")
-    p.add_argument("--threads", type=_positive_int, default=0, help="FASTA input: counting threads (0 = all cores)")
-    p.add_argument("--tmp-dir", metavar="DIR",
-                   help="FASTA input written to stdout: where the embeddings wait until counting ends (~1.5 KB a contig at latent 384; default: the system's temp folder)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _embedding(args: argparse.Namespace) -> int:
-    import time
-
-    from .embed import default_ids_path, embed_fasta, embed_matrix_file, embed_stream, load_encoder, sniff_input
-    from .progress import counting_bar, rows_bar
-
-    if args.batch_size < 1:
-        raise InputError("--batch-size must be >= 1")
-    if args.input == ["-"]:
-        args.input = None  # stdin: a .npy stream (FASTA must be a file, counted before embedding)
-    if args.output and (args.output.endswith(("/", os.sep)) or os.path.isdir(args.output)):
-        return _embedding_to_dir(args)
-    kinds = [sniff_input(p) for p in args.input] if args.input else ["npy"]
-    if "npy" in kinds and len(kinds) > 1:
-        raise InputError("give one .npy matrix, or one or more FASTA files (concatenate matrices with concatenate_matrices)")
-    fasta = kinds[0] == "fasta"
-    ids_out = args.ids_out or (default_ids_path(args.output) if fasta and args.output else None)
-    if fasta and ids_out is None:
-        raise InputError("FASTA input written to stdout needs --ids-out IDS.txt (where the contig IDs go)")
-    from .paths import check_paths, encoder_files
-
-    check_paths((args.input or []) + encoder_files(args.model), [args.output, ids_out])
-    if not fasta and (args.ids_out or args.chop or args.min_length):
-        raise InputError("--ids-out, --chop and --min-length are for FASTA input; a matrix keeps its IDs file (rows keep their order)")
-    if args.output is None and sys.stdout.isatty():
-        raise InputError("refusing to write a binary .npy to the terminal: redirect stdout or give -o EMB.npy")
-    if not args.input and sys.stdin.isatty():
-        raise InputError("no input: pipe a .npy k-mer matrix into stdin or give -i FILE")
-    encoder = load_encoder(args.model, args.engine)
-    engine = "keras" if type(encoder).__name__ == "KerasEncoder" else "numpy"
-    out_stream, saved_stdout = None, sys.stdout
-    if args.output is None:
-        # Keep stray prints (ours or a library's) out of the binary stream.
-        out_stream, sys.stdout = sys.stdout.buffer, sys.stderr
-    t0 = time.perf_counter()
-    try:
-        total = None
-        if args.input and not fasta:
-            from .matrix import open_matrix
-
-            total = open_matrix(args.input[0]).shape[0]  # also validates before anything is written
-        with rows_bar(total, desc="embedding", disable=args.quiet) as update:
-            if fasta:
-                from .count import CountOptions
-
-                opts = CountOptions(min_length=args.min_length, chop=args.chop, threads=args.threads)
-                with counting_bar(disable=args.quiet) as count_update:
-                    n = embed_fasta(encoder, args.input, args.output or out_stream, ids_out, opts, args.batch_size,
-                                    args.tmp_dir, count_progress=count_update, progress=update)
-            elif args.input:
-                if args.output is None:
-                    with open(args.input[0], "rb") as fh:
-                        n = embed_stream(encoder, fh, out_stream, args.batch_size, update, name=args.input[0])
-                else:
-                    n = embed_matrix_file(encoder, args.input[0], args.output, args.batch_size, update)
-            else:
-                if args.output is None:
-                    n = embed_stream(encoder, sys.stdin.buffer, out_stream, args.batch_size, update)
-                else:
-                    n = _embed_stdin_to_file(encoder, args.output, args.batch_size, update)
-    finally:
-        sys.stdout = saved_stdout
-    dt = time.perf_counter() - t0
-    where = args.output or "stdout"
-    print(f"embedding: {n:,} rows -> {where} ({engine} engine, latent {encoder.latent}, {encoder.source}; "
-          f"{n / dt if dt > 0 else 0:,.0f} rows/s){'; IDs -> ' + ids_out if fasta else ''}", file=sys.stderr)
-    return 0
-
-
-def _embedding_to_dir(args: argparse.Namespace) -> int:
-    """``-o DIR/``: every input to DIR/<name>.npy + .txt with one encoder load."""
-    import time
-
-    from .count import CountOptions
-    from .embed import EmbedManyOptions, embed_many, load_encoder, plan_many
-    from .progress import counting_bar, rows_bar
-
-    if not args.input:
-        raise InputError("-o FOLDER/ needs input files (-i A B ...): stdin has no name to write under")
-    if args.ids_out:
-        raise InputError("--ids-out is for a single output; with -o FOLDER/ the IDs go to FOLDER/<name>.txt")
-    opts = EmbedManyOptions(args.input, args.output, args.batch_size,
-                            CountOptions(min_length=args.min_length, chop=args.chop, threads=args.threads))
-    if not os.path.isdir(args.output) and os.path.exists(args.output.rstrip("/" + os.sep)):
-        raise InputError(f"{args.output}: exists and is not a folder")
-    kinds = [k for _, k, _, _ in plan_many(opts)]  # checks names and matrices before the encoder loads
-    if "fasta" not in kinds and (args.chop or args.min_length):
-        raise InputError("--chop and --min-length are for FASTA input; a matrix keeps its rows")
-    encoder = load_encoder(args.model, args.engine)
-    t0 = time.perf_counter()
-    with rows_bar(None, desc="embedding", disable=args.quiet) as update, counting_bar(disable=args.quiet) as cupdate:
-        done = embed_many(encoder, opts, progress=update, count_progress=cupdate)
-    dt = time.perf_counter() - t0
-    n = sum(r for _, r, _ in done)
-    for out, rows, note in done:
-        print(f"embedding: {rows:,} rows -> {out}; {note}", file=sys.stderr)
-    print(f"embedding: {len(done)} inputs, {n:,} rows, one encoder load ({encoder.source}; "
-          f"{n / dt if dt > 0 else 0:,.0f} rows/s)", file=sys.stderr)
-    return 0
-
-
-def _embed_stdin_to_file(encoder, out_path: str, batch_size: int, update) -> int:
-    """stdin .npy -> file: stream through the atomic writer (stdin is not seekable)."""
-    from .embed import OUT_DTYPE, check_width, iter_embeddings, iter_npy_stream, read_npy_stream_header
-    from .matrix import NpyStreamWriter, check_output_dir
-
-    check_width(encoder)
-    check_output_dir(out_path)
-    shape, dtype = read_npy_stream_header(sys.stdin.buffer)
-    with NpyStreamWriter(out_path, 1 + encoder.latent, OUT_DTYPE) as w:
-        for emb in iter_embeddings(encoder, iter_npy_stream(sys.stdin.buffer, shape, dtype, batch_size)):
-            w.write(emb)
-            update(emb.shape[0])
-        w.commit()
-    return shape[0]
+    return add_options(p, EmbedOptions)
 
 
 def embedding(argv: Argv = None) -> int:
     """Console entry point of ``embedding``."""
-    _exit(run(_together(_embedding), embedding_parser(), argv))
+    from . import embed
+
+    _exit(run(_together(_command(embed.EmbedOptions, embed.run)), embedding_parser(), argv))
 
 
 def export_encoder_parser() -> argparse.ArgumentParser:
@@ -482,55 +222,16 @@ def export_encoder(argv: Argv = None) -> int:
     _exit(run(_together(_command(encoder.ExportOptions, encoder.run)), export_encoder_parser(), argv))
 
 
-def _encoder_for_evaluation(model: str | None, run_dir: str | None, engine: str):
-    """-e, else the run's encoder.keras, else the default model."""
-    from .embed import KERAS_NAME, load_encoder
-
-    if model is None and run_dir is not None and os.path.exists(os.path.join(run_dir, KERAS_NAME)):
-        model = os.path.join(run_dir, KERAS_NAME)
-    return load_encoder(model, engine)
-
-
 def _emit_json(path: str, result: dict) -> None:
-    """The result as JSON to a file (atomically) or to stdout ('-')."""
-    import json
+    """The result as JSON to a file (atomically) or to stdout ('-') (tsne's; the evaluation commands own theirs)."""
+    from .evaluate import emit_json
 
-    from .evaluate import jsonable
-    from .matrix import atomic_text, check_output_dir
-
-    text = json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n"
-    if path == "-":
-        sys.stdout.write(text)
-        return
-    check_output_dir(path)
-    with atomic_text(path) as fh:
-        fh.write(text)
-
-
-def _edges(text: str) -> list[float]:
-    try:
-        edges = sorted(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated lengths in bp, e.g. 2000,5000,10000; got {text!r}") from None
-    if any(e <= 0 for e in edges):
-        raise argparse.ArgumentTypeError("length bin edges must be > 0")
-    return edges
-
-
-def _add_encoder_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-e", "--encoder", metavar="ENCODER",
-                   help="encoder .keras or portable export (.json); default: RUN_DIR/encoder.keras with --run-dir, else the shipped model")
-    p.add_argument("--engine", choices=["auto", "keras", "numpy"], default="auto", help="inference engine (see embedding --help)")
-    p.add_argument("--batch-size", type=_positive_int, default=4096, metavar="N", help="rows per inference batch")
-    p.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean", help="distance in every space")
-    p.add_argument("--pca-train", metavar="TRAIN.npy", help="fit the PCA baseline on the rows of this matrix (e.g. the training matrix)")
-    p.add_argument("--pca-fit-rows", type=_positive_int, default=100_000, metavar="N",
-                   help="fit PCA on a seeded sample of at most N rows")
-    p.add_argument("--seed", type=int, default=42, help="seed of every sample (queries, pool, bootstrap, PCA, k-means)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-' = stdout instead of the table)")
+    emit_json(path, result)
 
 
 def verify_local_distances_parser() -> argparse.ArgumentParser:
+    from . import evaluate
+
     p = _parser(
         "verify_local_distances",
         "Does latent distance track k-mer composition locally? Queries drawn from held-out rows get their\n"
@@ -543,72 +244,19 @@ def verify_local_distances_parser() -> argparse.ArgumentParser:
         "  verify_local_distances -i train.npy --run-dir Models/run1            # the run's held-out rows\n"
         "  verify_local_distances -i heldout.npy -e enc.keras --query-fraction 0.2 --pca-train train.npy --json r.json",
     )
-    p.add_argument("-i", "--input", required=True, metavar="KMERS.npy", help="k-mer matrix (the one the run was trained on, with --run-dir)")
-    p.add_argument("--run-dir", metavar="RUN", help="train_vae output folder: queries come from its saved validation split")
-    p.add_argument("-id", "--ids", metavar="IDS.txt", help="the matrix's IDs (needed by --val-ids)")
-    p.add_argument("--val-ids", metavar="FILE", help="without --run-dir: IDs of held-out rows, one per line")
-    p.add_argument("--query-fraction", type=float, default=0.1, metavar="F",
-                   help="without --run-dir or --val-ids: hold out a seeded random fraction F of the rows")
-    p.add_argument("--queries", type=_positive_int, default=1000, metavar="N", help="number of query rows drawn from the held-out rows")
-    p.add_argument("--pool-size", type=_positive_int, default=0, metavar="N",
-                   help="search among N rows (a seeded sample that includes the queries); 0 = every row")
-    p.add_argument("-k", "--neighbours", type=_positive_int, default=50, metavar="K", help="nearest neighbours per query")
-    p.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N", help="bootstrap resamples of queries for the 95%% CIs (0 = none)")
-    p.add_argument("--length-bins", type=_edges, default=[2000, 5000, 10000, 20000, 50000], metavar="E1,E2,...",
-                   help="contig-length bin edges in bp")
-    _add_encoder_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress messages")
-    return p
-
-
-def _verify_local_distances(args: argparse.Namespace) -> int:
-    from .evaluate import VerifyOptions, format_verify, split_rows, verify_local_distances as verify
-    from .matrix import open_matrix, read_ids
-    from .paths import check_paths, encoder_files
-
-    check_paths([args.input, args.ids, args.val_ids, args.pca_train] + encoder_files(args.encoder), [args.json])
-    n_rows = open_matrix(args.input).shape[0]
-    ids = read_ids(args.ids) if args.ids else None
-    if ids is not None and len(ids) != n_rows:
-        raise InputError(f"{args.input} has {n_rows:,} rows but {args.ids} has {len(ids):,} IDs")
-    if args.run_dir and args.val_ids:
-        raise InputError("give --run-dir or --val-ids, not both")
-    source = split_rows(n_rows, args.run_dir, args.val_ids, ids, args.query_fraction, args.seed)
-    if args.run_dir:
-        _check_run_input(args.run_dir, args.input)
-    encoder = _encoder_for_evaluation(args.encoder, args.run_dir, args.engine)
-    opts = VerifyOptions(k=args.neighbours, n_queries=args.queries, pool_size=args.pool_size, metric=args.metric,
-                         n_boot=args.bootstrap, length_edges=args.length_bins, pca_fit_rows=args.pca_fit_rows,
-                         seed=args.seed, batch_size=max(1, args.batch_size))
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    result = verify(args.input, encoder, source, opts, pca_matrix_path=args.pca_train, log=log)
-    if args.json != "-":
-        print(format_verify(result))
-    if args.json:
-        _emit_json(args.json, result)
-    return 0
-
-
-def _check_run_input(run_dir: str, matrix: str) -> None:
-    """The matrix must be the one the run was trained on (its recorded fingerprint), or held-out rows are not held out."""
-    import json
-
-    from .matrix import check_fingerprint
-
-    try:
-        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as fh:
-            recorded = json.load(fh).get("input", {}).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
-        return  # no readable config: the split check above is all there is (older or foreign run folder)
-    check_fingerprint(matrix, recorded, f"the run {run_dir}")
+    return add_options(p, evaluate.VerifyCommand)
 
 
 def verify_local_distances(argv: Argv = None) -> int:
     """Console entry point of ``verify_local_distances``."""
-    _exit(run(_together(_verify_local_distances), verify_local_distances_parser(), argv))
+    from . import evaluate
+
+    _exit(run(_together(_command(evaluate.VerifyCommand, evaluate.run_verify)), verify_local_distances_parser(), argv))
 
 
 def evaluate_labels_parser() -> argparse.ArgumentParser:
+    from . import evaluate
+
     p = _parser(
         "evaluate_labels",
         "Are neighbours biologically related? For the VAE space and, side by side, PCA of the same\n"
@@ -619,37 +267,15 @@ def evaluate_labels_parser() -> argparse.ArgumentParser:
         "--chop pieces (ID.1, ID.2, ...) inherit the labels of ID.\n\n"
         "example: evaluate_labels -i heldout.npy -id heldout.txt -l labels.tsv --pca-train train.npy",
     )
-    p.add_argument("-i", "--input", required=True, metavar="KMERS.npy", help="k-mer matrix")
-    p.add_argument("-id", "--ids", required=True, metavar="IDS.txt", help="its IDs file")
-    p.add_argument("-l", "--labels", required=True, metavar="LABELS.tsv", help="ID -> label columns (with a header line)")
-    p.add_argument("--ranks", metavar="R1,R2", help="columns to evaluate (default: all)")
-    p.add_argument("--max-rows", type=_positive_int, default=20_000, metavar="N",
-                   help="evaluate a seeded sample of at most N labelled rows (k-NN and k-means are quadratic-ish); 0 = all")
-    _add_encoder_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress messages")
-    return p
-
-
-def _evaluate_labels(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_labels as evaluate, format_labels
-    from .paths import check_paths, encoder_files
-
-    check_paths([args.input, args.ids, args.labels, args.pca_train] + encoder_files(args.encoder), [args.json])
-    encoder = _encoder_for_evaluation(args.encoder, None, args.engine)
-    ranks = [r.strip() for r in args.ranks.split(",") if r.strip()] if args.ranks else None
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    result = evaluate(args.input, args.ids, args.labels, encoder, ranks, args.metric, args.max_rows, args.pca_train,
-                      args.pca_fit_rows, args.seed, max(1, args.batch_size), log=log)
-    if args.json != "-":
-        print(format_labels(result))
-    if args.json:
-        _emit_json(args.json, result)
-    return 0
+    return add_options(p, evaluate.LabelsCommand)
 
 
 def evaluate_labels(argv: Argv = None) -> int:
     """Console entry point of ``evaluate_labels``."""
-    _exit(run(_together(_evaluate_labels), evaluate_labels_parser(), argv))
+    from . import evaluate
+
+    _exit(run(_together(_command(evaluate.LabelsCommand, evaluate.run_labels)), evaluate_labels_parser(), argv))
+
 
 # --------------------------------------------------------------------------- exploration (issue 5)
 

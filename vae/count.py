@@ -26,6 +26,8 @@ from .errors import InputError
 from .fasta import BLOCK_SIZE, iter_blocks, parse_block
 from .kmers import K_MAX, N_COLUMNS, count_valid, profiles
 from .matrix import FLOAT16_MAX, NpyStreamWriter, atomic_text, check_output_dir, commit_together
+from .options import check_non_negative, option, quiet_option
+from .runtime import n_threads
 
 
 #: Reads shrink where records are short so that a block holds about this many
@@ -39,16 +41,36 @@ MIN_NUCLEOTIDE_FRACTION = 0.5
 
 @dataclass
 class CountOptions:
-    """What to count and how (the command-line options of ``calculate_kmer_frequencies``)."""
+    """Everything ``calculate_kmer_frequencies`` takes; the library uses the counting fields alone.
 
-    min_length: int = 0
+    ``--chop`` is text on the command line (``L`` or ``MIN:MAX``, :func:`parse_chop`);
+    library callers set ``chop``/``chop_max`` directly.
+    """
+
+    inputs: list[str] | None = option(flags=("-i", "--input"), required=True, metavar="FASTA",
+                                      help="FASTA files (plain or .gz), counted in order; '-' for stdin")
+    ids: str | None = option(flags=("-id", "--ids"), required=True, metavar="IDS.txt", help="output IDs file, one per row")
+    kmers: str | None = option(flags=("-k", "--kmers"), required=True, metavar="KMERS.npy", help="output matrix")
+    min_length: int = option(0, metavar="N", help="skip sequences shorter than N characters")
+    chop_text: str = option("0", flags=("--chop",), metavar="L|MIN:MAX",
+                            help="L: cut each sequence of length >= L into floor(len/L) equal pieces (IDs id.1, id.2, ...); "
+                                 "MIN:MAX: into consecutive pieces of random log-uniform lengths in [MIN, MAX] (--seed), "
+                                 "the end that a length would leave shorter than MIN joining the last piece; sequences "
+                                 "shorter than L or MIN are kept whole (0 = no chopping)")
+    seed: int = option(42, help="seed of --chop MIN:MAX (each record's pieces depend only on it and the record's ID)")
+    keep_full: bool = option(False, help="with --chop, also keep the whole sequence")
+    threads: int = option(0, help="worker threads (0 = all cores)")
+    dtype: str = option("float32", choices=("float32", "float16"),
+                        help="matrix dtype (float16 halves the size; lengths saturate at 65504)")
+    quiet: bool = quiet_option()
     chop: int = 0  # L of --chop L, or MIN of --chop MIN:MAX
     chop_max: int = 0  # MAX of --chop MIN:MAX (0: --chop L)
-    seed: int = 42  # of the random piece lengths of --chop MIN:MAX
-    keep_full: bool = False
-    threads: int = 0
-    dtype: str = "float32"
     block_size: int = BLOCK_SIZE
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, "min_length", "threads")
+        if self.chop_text not in ("0", "", None):
+            self.chop, self.chop_max = parse_chop(self.chop_text)
 
 
 @dataclass
@@ -286,7 +308,7 @@ def iter_counted(inputs: Sequence[str], opts: CountOptions, stats: CountStats,
     input. ``stats.seconds`` is set when the generator is exhausted.
     """
     check_options(inputs, opts)
-    threads = opts.threads or os.cpu_count() or 1
+    threads = n_threads(opts.threads)
     _keep_freed_memory()
     # Load the compiled kernels (numba's cache, ~0.3 s) before the clock starts, so the
     # summary's rate is the counting rate; the whole command's time includes it anyway.
@@ -349,4 +371,31 @@ def count_files(
         if stats.rows == 0:
             raise InputError("no sequences were counted (all inputs empty or shorter than --min-length)")
         writer.commit()
+    return stats
+
+
+def _warn_large_output(inputs: Sequence[str], chop: int, dtype: str) -> None:
+    """With --chop, say before counting how large the matrix will be when that is more than 1 GB (an estimate)."""
+    if not chop:
+        return
+    size = sum(os.path.getsize(p) * (3.5 if p.endswith(".gz") else 1.0) for p in inputs if p != "-" and os.path.isfile(p))
+    rows = size / max(chop, 1)
+    gb = rows * N_COLUMNS * (2 if dtype == "float16" else 4) / 1e9
+    if gb > 1:
+        print(f"calculate_kmer_frequencies: --chop {chop} makes about {rows:,.0f} rows: a matrix of about {gb:,.1f} GB",
+              file=sys.stderr)
+
+
+def run(opts: CountOptions) -> CountStats:
+    """``calculate_kmer_frequencies``: count ``opts.inputs`` into ``opts.kmers`` + ``opts.ids``, with a progress bar."""
+    from .paths import check_paths
+    from .progress import counting_bar
+
+    check_paths(opts.inputs, [opts.ids, opts.kmers])
+    if not opts.quiet:
+        _warn_large_output(opts.inputs, opts.chop, opts.dtype)
+    with counting_bar(disable=opts.quiet) as update:
+        stats = count_files(opts.inputs, opts.ids, opts.kmers, opts, progress=update)
+    if not opts.quiet:
+        print(f"calculate_kmer_frequencies: {stats.summary()} -> {opts.kmers}", file=sys.stderr)
     return stats

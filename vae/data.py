@@ -33,15 +33,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, reading
 from .kmers import GROUP_SLICES, K_ORDER, LENGTH_COLUMN
+from .artifacts import SPLIT_FILE, RunFolder  # noqa: F401 -- SPLIT_FILE re-exported (the run folder's split)
 from .matrix import ALLOWED_DTYPES, atomic_path, open_matrix
 
 #: Consecutive train rows read together: big enough that a read is one large
 #: syscall (~170 kB of float32), small enough that a batch mixes ~32 places.
 BLOCK_ROWS = 32
-#: The split saved in a run folder (NumPy arrays only, loaded with allow_pickle=False).
-SPLIT_FILE = "split.npz"
 #: Alignment of batch buffers: TensorFlow wraps 64-byte-aligned arrays without copying them.
 _ALIGN = 64
 #: Gaps of at most this many unwanted rows are read and discarded rather than
@@ -205,15 +204,12 @@ def make_split(n_rows: int, val_fraction: float, seed: int, max_samples: int = 0
 
 def load_split(run_dir: str) -> Split:
     """The split saved in a run folder (``RUN_DIR/split.npz``)."""
-    path = os.path.join(run_dir, SPLIT_FILE)
-    try:
+    path = RunFolder(run_dir).split
+    with reading(path, "not a readable split", missing=" (not a train_vae run folder?)",
+                 also=(KeyError, ValueError, EOFError, zipfile.BadZipFile)):
         with np.load(path, allow_pickle=False) as z:
             return Split(z["train"].astype(np.int64), z["val"].astype(np.int64), int(z["n_rows"]), int(z["seed"]),
                          float(z["val_fraction"]), int(z["max_samples"]))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file (not a train_vae run folder?)") from None
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise InputError(f"{path}: not a readable split ({e})") from None
 
 
 # --------------------------------------------------------------------------- checks

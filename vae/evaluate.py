@@ -10,7 +10,7 @@ Three spaces are compared on the same rows, the same queries and the same pool:
   quantity being predicted, so its Spearman is 1 by construction: it is the
   ceiling, not a competitor.
 
-:func:`verify_local_distances` takes queries from held-out rows, finds their K
+:func:`verify` (``verify_local_distances``) takes queries from held-out rows, finds their K
 nearest neighbours in each space (exact search, streamed over the pool in
 chunks) and asks how well the space's distance tracks the k-mer CLR MSE over
 those local pairs (Pearson, Spearman, bootstrap 95% CI over queries), and how
@@ -18,7 +18,7 @@ close (in CLR-MSE) the top 1/5/10/20/50 neighbours are compared with random
 pairs. Correlations over K-NN pairs depend on the pool size (a larger pool
 gives nearer neighbours), so the pool size is part of every result.
 
-:func:`evaluate_labels` asks whether neighbours are biologically related:
+:func:`label_agreement` (``evaluate_labels``) asks whether neighbours are biologically related:
 k-NN label agreement per taxonomic rank, and agreement of a k-means
 clustering (k = number of labels at the rank) with the labels.
 
@@ -34,10 +34,11 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .embed import Encoder, check_width, z_mean_of
-from .errors import InputError
+from .encoder import Encoder, check_width, z_mean_of
+from .errors import InputError, reading
 from .kmers import LENGTH_COLUMN, N_FEATURES
 from .matrix import check_rows, open_matrix, read_ids
+from .options import check_non_negative, comma_floats, option
 from .transform import clr
 
 METRICS = ("euclidean", "cosine")
@@ -342,10 +343,10 @@ def split_rows(n_rows: int, run_dir: str | None = None, val_ids: str | None = No
         return QuerySource(np.flatnonzero(is_val), np.flatnonzero(~is_val), f"rows whose IDs are in {val_ids}")
     if not 0.0 < query_fraction < 1.0:
         raise InputError(f"--query-fraction must be between 0 and 1 (exclusive), got {query_fraction}")
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n_rows)
-    n_val = max(1, int(round(query_fraction * n_rows)))
-    return QuerySource(np.sort(perm[:n_val]), np.sort(perm[n_val:]),
+    from .data import make_split
+
+    split = make_split(n_rows, query_fraction, seed)  # train_vae's split: the same rows for the same seed
+    return QuerySource(split.val, split.train,
                        f"a seeded random {query_fraction:g} of the rows (seed {seed}; held out only if the encoder "
                        "never saw this matrix: prefer --run-dir)")
 
@@ -375,8 +376,8 @@ def _space_stats(dist: np.ndarray, mse: np.ndarray, top_n: Sequence[int], n_boot
             "queries": int(dist.shape[0])}
 
 
-def verify_local_distances(matrix_path: str, encoder: Encoder, source: QuerySource, opts: VerifyOptions,
-                           pca_matrix_path: str | None = None, log: Callable[[str], None] | None = None) -> dict:
+def verify(matrix_path: str, encoder: Encoder, source: QuerySource, opts: VerifyOptions,
+           pca_matrix_path: str | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Run the verification (see the module docstring); returns a result dict (numbers, sizes, settings)."""
     log = log or (lambda m: print(m, file=sys.stderr))
     check_width(encoder)
@@ -485,7 +486,7 @@ def _fmt_len(lo: float, hi: float | None) -> str:
 
 
 def format_verify(r: dict) -> str:
-    """The human-readable report of :func:`verify_local_distances`."""
+    """The human-readable report of :func:`verify`."""
     lines = [
         f"verify_local_distances: {r['matrix']} ({r['rows']:,} rows), encoder {r['encoder']} (latent {r['latent']})",
         f"pool size: {r['pool_size']:,} rows (exact search; correlations over K-NN pairs are comparable only at equal pools)",
@@ -559,26 +560,21 @@ def read_labels(path: str, ids: Sequence[str], ranks: Sequence[str] | None = Non
     An ID absent from the TSV is looked up without a trailing ``.N`` (the piece
     number ``--chop`` appends), so labels given per contig cover its pieces.
     """
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            reader = csv.reader(fh, delimiter="\t")
-            header = next(reader, None)
-            if not header or len(header) < 2:
-                raise InputError(f"{path}: expected a header line: ID<TAB>rank1<TAB>rank2...")
-            table = {}
-            for lineno, rec in enumerate(reader, 2):
-                if not rec or not rec[0].strip():
-                    continue
-                if len(rec) != len(header):
-                    raise InputError(f"{path}: line {lineno} has {len(rec)} fields, the header has {len(header)}")
-                key, vals = rec[0].strip(), [v.strip() for v in rec[1:]]
-                if key in table and table[key] != vals:
-                    raise InputError(f"{path}: line {lineno}: {key} appears again with other labels; give each ID one line")
-                table[key] = vals
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
+    with reading(path), open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t")
+        header = next(reader, None)
+        if not header or len(header) < 2:
+            raise InputError(f"{path}: expected a header line: ID<TAB>rank1<TAB>rank2...")
+        table = {}
+        for lineno, rec in enumerate(reader, 2):
+            if not rec or not rec[0].strip():
+                continue
+            if len(rec) != len(header):
+                raise InputError(f"{path}: line {lineno} has {len(rec)} fields, the header has {len(header)}")
+            key, vals = rec[0].strip(), [v.strip() for v in rec[1:]]
+            if key in table and table[key] != vals:
+                raise InputError(f"{path}: line {lineno}: {key} appears again with other labels; give each ID one line")
+            table[key] = vals
     all_ranks = [h.strip() for h in header[1:]]
     want = list(ranks) if ranks else all_ranks
     for r in want:
@@ -638,7 +634,7 @@ def cluster_agreement(vectors: np.ndarray, labels: np.ndarray, metric: str, seed
             "purity": purity(labels, km.labels_), "completeness": float(c), "homogeneity": float(h)}
 
 
-def evaluate_labels(matrix_path: str, ids_path: str, labels_path: str, encoder: Encoder, ranks: Sequence[str] | None = None,
+def label_agreement(matrix_path: str, ids_path: str, labels_path: str, encoder: Encoder, ranks: Sequence[str] | None = None,
                     metric: str = "euclidean", max_rows: int = DEFAULT_LABEL_ROWS, pca_matrix_path: str | None = None,
                     pca_fit_rows: int = PCA_FIT_ROWS, seed: int = 42, batch_size: int = 4096,
                     ks: Sequence[int] = LABEL_KS, log: Callable[[str], None] | None = None) -> dict:
@@ -704,7 +700,7 @@ LABEL_METRICS = ("knn@{k}", "ari", "v_measure", "purity", "completeness")
 
 
 def format_labels(r: dict) -> str:
-    """The table of :func:`evaluate_labels`: one line per rank and measure, the spaces side by side."""
+    """The table of :func:`label_agreement`: one line per rank and measure, the spaces side by side."""
     lines = [
         f"evaluate_labels: {r['rows']:,} labelled rows of {r['matrix']} (labels {r['labels']}); encoder {r['encoder']}",
         f"metric {r['metric']}; clustering: {r['clustering']}; PCA-{r['pca']['dim']} fitted on {r['pca']['fitted_on']}",
@@ -721,3 +717,156 @@ def format_labels(r: dict) -> str:
             lines.append((f"{rank:<12}{e['rows']:>7}{e['labels']:>7}  " if j == 0 else " " * 28)
                          + f"{meas:<13}" + "".join(f"{e['spaces'][s][meas]:>8.3f}" for s in SPACES))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the two commands
+
+
+@dataclass
+class EncoderArgs:
+    """Options both evaluation commands take (the encoder, the baselines, the output)."""
+
+    encoder: str | None = option(None, flags=("-e", "--encoder"), metavar="ENCODER",
+                                 help="encoder .keras or portable export (.json); default: RUN_DIR/encoder.keras with "
+                                      "--run-dir, else the shipped model")
+    engine: str = option("auto", choices=("auto", "keras", "numpy"), help="inference engine (see embedding --help)")
+    batch_size: int = option(4096, metavar="N", help="rows per inference batch")
+    metric: str = option("euclidean", choices=METRICS, help="distance in every space")
+    pca_train: str | None = option(None, metavar="TRAIN.npy",
+                                   help="fit the PCA baseline on the rows of this matrix (e.g. the training matrix)")
+    pca_fit_rows: int = option(PCA_FIT_ROWS, metavar="N", help="fit PCA on a seeded sample of at most N rows")
+    seed: int = option(42, help="seed of every sample (queries, pool, bootstrap, PCA, k-means)")
+    json: str | None = option(None, metavar="PATH",
+                              help="also write the results as JSON to PATH ('-' = stdout instead of the table)")
+    quiet: bool = option(False, help="no progress messages")
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, *(n for n in ("batch_size", "pca_fit_rows", "queries", "pool_size", "neighbours",
+                                               "bootstrap", "max_rows") if hasattr(self, n)))
+
+    def log(self) -> Callable[[str], None]:
+        return (lambda m: None) if self.quiet else (lambda m: print(m, file=sys.stderr))
+
+
+@dataclass
+class VerifyCommand(EncoderArgs):
+    """Everything ``verify_local_distances`` takes (the knobs of :func:`verify` are :meth:`knobs`)."""
+
+    input: str | None = option(flags=("-i", "--input"), required=True, metavar="KMERS.npy",
+                               help="k-mer matrix (the one the run was trained on, with --run-dir)")
+    run_dir: str | None = option(None, metavar="RUN",
+                                 help="train_vae output folder: queries come from its saved validation split")
+    ids: str | None = option(None, flags=("-id", "--ids"), metavar="IDS.txt", help="the matrix's IDs (needed by --val-ids)")
+    val_ids: str | None = option(None, metavar="FILE", help="without --run-dir: IDs of held-out rows, one per line")
+    query_fraction: float = option(DEFAULT_QUERY_FRACTION, metavar="F",
+                                   help="without --run-dir or --val-ids: hold out a seeded random fraction F of the rows")
+    queries: int = option(DEFAULT_QUERIES, metavar="N", help="number of query rows drawn from the held-out rows")
+    pool_size: int = option(0, metavar="N",
+                            help="search among N rows (a seeded sample that includes the queries); 0 = every row")
+    neighbours: int = option(DEFAULT_K, flags=("-k", "--neighbours"), metavar="K", help="nearest neighbours per query")
+    bootstrap: int = option(DEFAULT_BOOTSTRAP, metavar="N",
+                            help="bootstrap resamples of queries for the 95%% CIs (0 = none)")
+    length_bins: list[float] = option(default_factory=lambda: list(LENGTH_EDGES), type=comma_floats, metavar="E1,E2,...",
+                                      help="contig-length bin edges in bp")
+
+    def knobs(self) -> VerifyOptions:
+        return VerifyOptions(k=self.neighbours, n_queries=self.queries, pool_size=self.pool_size, metric=self.metric,
+                             n_boot=self.bootstrap, length_edges=self.length_bins, pca_fit_rows=self.pca_fit_rows,
+                             seed=self.seed, batch_size=max(1, self.batch_size))
+
+
+@dataclass
+class LabelsCommand(EncoderArgs):
+    """Everything ``evaluate_labels`` takes."""
+
+    input: str | None = option(flags=("-i", "--input"), required=True, metavar="KMERS.npy", help="k-mer matrix")
+    ids: str | None = option(flags=("-id", "--ids"), required=True, metavar="IDS.txt", help="its IDs file")
+    labels: str | None = option(flags=("-l", "--labels"), required=True, metavar="LABELS.tsv",
+                                help="ID -> label columns (with a header line)")
+    ranks: str | None = option(None, metavar="R1,R2", help="columns to evaluate (default: all)")
+    max_rows: int = option(DEFAULT_LABEL_ROWS, metavar="N",
+                           help="evaluate a seeded sample of at most N labelled rows (k-NN and k-means are "
+                                "quadratic-ish); 0 = all")
+
+
+def encoder_for(model: str | None, run_dir: str | None, engine: str) -> Encoder:
+    """-e, else the run's encoder.keras, else the default model."""
+    import os
+
+    from .artifacts import KERAS_NAME
+    from .encoder import load_encoder
+
+    if model is None and run_dir is not None and os.path.exists(os.path.join(run_dir, KERAS_NAME)):
+        model = os.path.join(run_dir, KERAS_NAME)
+    return load_encoder(model, engine)
+
+
+def emit_json(path: str, result: dict) -> None:
+    """The result as JSON to a file (atomically) or to stdout ('-')."""
+    import json
+
+    from .matrix import atomic_text, check_output_dir
+
+    text = json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    check_output_dir(path)
+    with atomic_text(path) as fh:
+        fh.write(text)
+
+
+def check_run_input(run_dir: str, matrix: str) -> None:
+    """The matrix must be the one the run was trained on (its recorded fingerprint), or held-out rows are not held out."""
+    import json
+    import os
+
+    from .artifacts import CONFIG_FILE
+    from .matrix import check_fingerprint
+
+    try:
+        with open(os.path.join(run_dir, CONFIG_FILE), encoding="utf-8") as fh:
+            recorded = json.load(fh).get("input", {}).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return  # no readable config: the split check is all there is (older or foreign run folder)
+    check_fingerprint(matrix, recorded, f"the run {run_dir}")
+
+
+def _report(opts: EncoderArgs, result: dict, table: str) -> None:
+    if opts.json != "-":
+        print(table)
+    if opts.json:
+        emit_json(opts.json, result)
+
+
+def run_verify(opts: VerifyCommand) -> dict:
+    """``verify_local_distances``: check the inputs, pick the held-out rows and the encoder, :func:`verify`, report."""
+    from .paths import check_paths, encoder_files
+
+    check_paths([opts.input, opts.ids, opts.val_ids, opts.pca_train] + encoder_files(opts.encoder), [opts.json])
+    n_rows = open_matrix(opts.input).shape[0]
+    ids = read_ids(opts.ids) if opts.ids else None
+    if ids is not None and len(ids) != n_rows:
+        raise InputError(f"{opts.input} has {n_rows:,} rows but {opts.ids} has {len(ids):,} IDs")
+    if opts.run_dir and opts.val_ids:
+        raise InputError("give --run-dir or --val-ids, not both")
+    source = split_rows(n_rows, opts.run_dir, opts.val_ids, ids, opts.query_fraction, opts.seed)
+    if opts.run_dir:
+        check_run_input(opts.run_dir, opts.input)
+    encoder = encoder_for(opts.encoder, opts.run_dir, opts.engine)
+    result = verify(opts.input, encoder, source, opts.knobs(), pca_matrix_path=opts.pca_train, log=opts.log())
+    _report(opts, result, format_verify(result))
+    return result
+
+
+def run_labels(opts: LabelsCommand) -> dict:
+    """``evaluate_labels``: :func:`label_agreement` of the encoder's space and the baselines, reported."""
+    from .paths import check_paths, encoder_files
+
+    check_paths([opts.input, opts.ids, opts.labels, opts.pca_train] + encoder_files(opts.encoder), [opts.json])
+    encoder = encoder_for(opts.encoder, None, opts.engine)
+    ranks = [r.strip() for r in opts.ranks.split(",") if r.strip()] if opts.ranks else None
+    result = label_agreement(opts.input, opts.ids, opts.labels, encoder, ranks, opts.metric, opts.max_rows,
+                             opts.pca_train, opts.pca_fit_rows, opts.seed, max(1, opts.batch_size), log=opts.log())
+    _report(opts, result, format_labels(result))
+    return result

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 from isal import igzip
 
-from .errors import InputError
+from .errors import InputError, reading
 from .kmers import BYTE_TO_CODE, prepare_numba
 
 BLOCK_SIZE = 4 << 20
@@ -31,14 +31,8 @@ def open_binary(path: str) -> BinaryIO:
     else:
         if os.path.isdir(path):
             raise InputError(f"{path}: is a directory, not a file")
-        try:
+        with reading(path):
             raw = open(path, "rb", buffering=1 << 20)
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such file") from None
-        except PermissionError:
-            raise InputError(f"{path}: permission denied") from None
-        except OSError as e:
-            raise InputError(f"{path}: cannot open ({e.strerror})") from None
     head = raw.peek(2)[:2]
     if head == GZIP_MAGIC:
         return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
@@ -294,3 +288,40 @@ def parse_block(buf: bytes, name: str = "input") -> ParsedBlock:
     if bad >= 0:
         raise InputError(f"{name}: binary data in a sequence line, not a FASTA file")
     return ParsedBlock(buf, codes[:ncodes], hs[:nrec], he[:nrec], ss[:nrec], se[:nrec])
+
+
+# ---------------------------------------------------------------- telling FASTA from .npy
+
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".ffn", ".fas", ".fsa", ".contigs")
+
+
+
+def sniff_input(path: str) -> str:
+    """``npy`` or ``fasta``: by extension first, then by content (gzip is looked into)."""
+    low = path.lower()
+    if low.endswith(".npy"):
+        return "npy"
+    base = low[:-3] if low.endswith(".gz") else low
+    if base.endswith(FASTA_SUFFIXES):
+        return "fasta"
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, not a file")
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head.startswith(b"\x93NUMPY"):  # vae.matrix.NPY_MAGIC (fasta.py imports nothing of the matrix format)
+        return "npy"
+    if head.startswith(b"PK\x03\x04"):
+        raise InputError(f"{path}: a .npz archive (or other zip), not a .npy k-mer matrix or FASTA file")
+    if head[:2] == b"\x1f\x8b":
+        import gzip
+
+        try:
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(4096)
+        except (OSError, EOFError) as e:
+            raise InputError(f"{path}: damaged gzip data ({e})") from None
+    if head.lstrip()[:1] == b">":
+        return "fasta"
+    raise InputError(f"{path}: neither a .npy k-mer matrix nor a FASTA file")

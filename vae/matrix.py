@@ -12,12 +12,14 @@ import os
 import sys
 import zipfile
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .kmers import N_COLUMNS
+from .errors import InputError, reading
+from .kmers import N_COLUMNS, N_FEATURES
+from .options import option, quiet_option
 
 # A fixed 128-byte .npy v1.0 header: room for any 2-D shape, so it can be
 # written last, once the number of rows is known, without moving the data.
@@ -203,18 +205,12 @@ def atomic_text(path: str) -> Iterator:
 
 def read_ids(path: str) -> list[str]:
     """IDs from a `.txt` (or `.txt.gz`) file, one per line."""
-    try:
+    with reading(path, "cannot read IDs", also=(EOFError,)):
         if path.endswith(".gz"):
             with gzip.open(path, "rt", encoding="utf-8") as fh:
                 return fh.read().splitlines()
         with open(path, encoding="utf-8") as fh:
             return fh.read().splitlines()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read IDs ({e})") from None
 
 
 def open_matrix(path: str, n_cols: int | None = N_COLUMNS, mmap: bool = True) -> np.ndarray:
@@ -223,12 +219,8 @@ def open_matrix(path: str, n_cols: int | None = N_COLUMNS, mmap: bool = True) ->
         raise InputError(f"{path}: no such file")
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory, not a .npy file")
-    try:
+    with reading(path, "not a readable .npy matrix", also=(ValueError, EOFError, zipfile.BadZipFile)):
         m = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise InputError(f"{path}: not a readable .npy matrix ({e})") from None
     if not isinstance(m, np.ndarray):  # np.load opens any zip (.npz) as an archive of arrays
         if hasattr(m, "close"):
             m.close()
@@ -263,13 +255,15 @@ def concatenate(
     progress=None,
     mem_bytes: int = SHUFFLE_MEM_BYTES,
     method: str = "buckets",
+    width: int | None = N_COLUMNS,
 ) -> tuple[int, int]:
     """Concatenate matrices (and their IDs) into ``out_prefix.npy``/``.txt``; optionally shuffle rows.
 
     The shuffle is out of core with sequential I/O (``method="buckets"``, see
     :func:`_bucket_shuffle`): RAM holds the permutation, the IDs and about
     ``mem_bytes`` of rows. ``method="gather"`` is the earlier random-row gather
-    through memmaps, kept for the benchmark. Returns (rows, duplicate IDs).
+    through memmaps, kept for the benchmark. ``width``: the column count required
+    (k-mer matrices by default; None = any, all inputs alike). Returns (rows, duplicate IDs).
     """
     if method not in ("buckets", "gather"):
         raise ValueError(f"unknown shuffle method {method!r}")
@@ -277,7 +271,7 @@ def concatenate(
         raise InputError(f"{len(matrices)} matrices but {len(id_files)} ID files: give one ID file per matrix")
     if not matrices:
         raise InputError("no input matrices given")
-    mats = [open_matrix(p) for p in matrices]  # k-mer matrices only: the rest of the pipeline rejects other widths
+    mats = [open_matrix(p, n_cols=width) for p in matrices]  # k-mer matrices by default: the pipeline rejects others
     n_cols, dtype = mats[0].shape[1], mats[0].dtype
     for p, m in zip(matrices, mats):
         if m.dtype.name not in ALLOWED_DTYPES:
@@ -541,3 +535,122 @@ def check_rows(rows: np.ndarray, name: str = "input", row_numbers: np.ndarray | 
         first = int(row_numbers[i]) if row_numbers is not None else offset + i
         raise InputError(f"{name}: {int(bad.sum()):,} row(s) with NaN/Inf, negative or above-1 k-mer values (first: row "
                          f"{first}); k-mer frequencies must be finite and within [0, 1]")
+
+
+# --------------------------------------------------------------------------- .npy streams (stdin/stdout)
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_full(fh: BinaryIO, n: int) -> bytes:
+    """Read exactly n bytes unless the stream ends (pipes return partial reads)."""
+    parts, got = [], 0
+    while got < n:
+        b = fh.read(n - got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts)
+
+
+def read_npy_stream_header(fh: BinaryIO, name: str = "stdin") -> tuple[tuple[int, ...], np.dtype]:
+    """Read a .npy header from a non-seekable stream; returns (shape, dtype), leaving the stream at the data."""
+    magic = _read_full(fh, 8)
+    if not magic:
+        raise InputError(f"{name}: empty input (expected a .npy k-mer matrix)")
+    if not magic.startswith(NPY_MAGIC):
+        hint = " (FASTA input: give it with -i FILE)" if magic.lstrip()[:1] == b">" or magic[:2] == b"\x1f\x8b" else ""
+        raise InputError(f"{name}: not a .npy matrix{hint}")
+    major = magic[6]
+    hlen_size = 2 if major == 1 else 4
+    hlen = int.from_bytes(_read_full(fh, hlen_size), "little")
+    header = _read_full(fh, hlen)
+    if len(header) != hlen:
+        raise InputError(f"{name}: truncated .npy header")
+    try:
+        import ast
+
+        d = ast.literal_eval(header.decode("latin1"))
+        shape, fortran, dtype = tuple(d["shape"]), bool(d["fortran_order"]), np.dtype(d["descr"])
+    except (ValueError, SyntaxError, KeyError, TypeError) as e:
+        raise InputError(f"{name}: unreadable .npy header ({e})") from None
+    if fortran:
+        raise InputError(f"{name}: Fortran-ordered .npy cannot be streamed; save it in C order")
+    if len(shape) != 2:
+        raise InputError(f"{name}: expected a 2-D matrix, got shape {shape}")
+    if dtype.kind != "f" or dtype.hasobject:
+        raise InputError(f"{name}: expected a float matrix, got dtype {dtype}")
+    if shape[1] != N_COLUMNS:
+        raise InputError(f"{name}: has {shape[1]} columns, expected {N_COLUMNS} (length + {N_FEATURES} k-mer frequencies)")
+    return shape, dtype
+
+
+def iter_npy_stream(fh: BinaryIO, shape: tuple[int, int], dtype: np.dtype, batch_size: int, name: str = "stdin") -> Iterator[np.ndarray]:
+    """Rows of a .npy body from a stream, ``batch_size`` at a time."""
+    n, cols = shape
+    row_bytes = cols * dtype.itemsize
+    done = 0
+    while done < n:
+        take = min(batch_size, n - done)
+        buf = _read_full(fh, take * row_bytes)
+        if len(buf) != take * row_bytes:
+            raise InputError(f"{name}: input ended after {done + len(buf) // row_bytes:,} of {n:,} rows (truncated .npy)")
+        yield np.frombuffer(buf, dtype=dtype).reshape(take, cols)
+        done += take
+
+
+class StreamNpyWriter:
+    """Write a .npy of known shape to a non-seekable stream: header first, then rows."""
+
+    def __init__(self, fh: BinaryIO, n_rows: int, n_cols: int, dtype=np.float32):
+        self.fh, self.n_cols, self.expected, self.rows, self.dtype = fh, n_cols, n_rows, 0, np.dtype(dtype)
+        np.lib.format.write_array_header_1_0(fh, {"descr": self.dtype.str, "fortran_order": False, "shape": (n_rows, n_cols)})
+
+    def write(self, rows: np.ndarray) -> None:
+        self.fh.write(np.ascontiguousarray(rows, dtype=self.dtype).data)
+        self.rows += rows.shape[0]
+
+    def commit(self) -> None:
+        self.fh.flush()
+        if self.rows != self.expected:  # cannot happen unless the reader lied; never emit a wrong header silently
+            raise RuntimeError(f"wrote {self.rows} rows, header says {self.expected}")
+
+
+# --------------------------------------------------------------------------- the concatenate_matrices command
+
+
+@dataclass
+class ConcatOptions:
+    """Everything ``concatenate_matrices`` takes."""
+
+    inputs: list[str] | None = option(flags=("-i", "--input"), required=True, metavar="NPY", help="input matrices")
+    ids: list[str] | None = option(flags=("-id", "--ids"), required=True, metavar="TXT",
+                                   help="their ID files (.txt or .txt.gz), same order")
+    output: str | None = option(flags=("-o", "--output"), required=True, metavar="NAME",
+                                help="output prefix: writes NAME.npy and NAME.txt")
+    shuffle: bool = option(False, help="shuffle rows (IDs move with them)")
+    seed: int = option(42, help="seed of the shuffle")
+    quiet: bool = quiet_option()
+
+    @property
+    def prefix(self) -> str:
+        """The output prefix (a trailing .npy dropped)."""
+        return self.output[:-4] if self.output.endswith(".npy") else self.output
+
+
+def run(opts: ConcatOptions) -> tuple[int, int]:
+    """``concatenate_matrices``: every input's rows (IDs beside them) into PREFIX.npy + .txt; (rows, duplicate IDs)."""
+    from .paths import check_paths
+    from .progress import rows_bar
+
+    prefix = opts.prefix
+    check_paths(list(opts.inputs) + list(opts.ids), [prefix + ".npy", prefix + ".txt"])
+    total = sum(open_matrix(p, n_cols=None).shape[0] for p in opts.inputs) if len(opts.inputs) == len(opts.ids) else 0
+    with rows_bar(total, disable=opts.quiet) as update:
+        n, n_dup = concatenate(opts.inputs, opts.ids, prefix, shuffle=opts.shuffle, seed=opts.seed, progress=update)
+    if not opts.quiet:
+        print(f"concatenate_matrices: {n:,} rows from {len(opts.inputs)} matrices"
+              f"{' (shuffled, seed ' + str(opts.seed) + ')' if opts.shuffle else ''} -> {prefix}.npy, {prefix}.txt",
+              file=sys.stderr)
+    return n, n_dup

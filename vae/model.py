@@ -27,9 +27,6 @@ from .transform import clr_ops
 keras = import_keras()
 layers, ops = keras.layers, keras.ops
 
-LATENT_DIM = 384
-HIDDEN = (1024, 512)
-BETA = 0.05
 LEAKY_SLOPE = 0.2
 #: Encoder output names; inference always takes Z_MEAN.
 Z_MEAN, Z_LOG_VAR, Z = "z_mean", "z_log_var", "z"
@@ -48,7 +45,7 @@ def _dense_block(x, units: int, name: str, dropout: float, bn_momentum: float = 
     return x
 
 
-def build_encoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, dropout: float = 0.0,
+def build_encoder(latent: int, hidden: Sequence[int], dropout: float = 0.0,
                   input_dim: int = N_FEATURES, seed: int | None = None,
                   columns: Sequence[int] | None = None, bn_momentum: float = BN_MOMENTUM) -> keras.Model:
     """The encoder: CLR features -> [z_mean, z_log_var, z].
@@ -70,7 +67,7 @@ def build_encoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, drop
     return keras.Model(inputs, [z_mean, z_log_var, z], name="encoder")
 
 
-def build_decoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, dropout: float = 0.0,
+def build_decoder(latent: int, hidden: Sequence[int], dropout: float = 0.0,
                   output_dim: int = N_FEATURES, bn_momentum: float = BN_MOMENTUM) -> keras.Model:
     """The decoder: z -> reconstructed CLR features (linear output)."""
     inputs = keras.Input(shape=(latent,), name="z")
@@ -105,7 +102,7 @@ class VAE(keras.Model):
     input pipeline only moves bytes.
     """
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float = BETA, raw_rows: bool = False,
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float, raw_rows: bool = False,
                  group_weights: Mapping[int, float] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
@@ -203,11 +200,11 @@ def _per_replica(loss):
     return loss
 
 
-def build_vae(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, beta: float = BETA,
+def build_vae(latent: int, hidden: Sequence[int], beta: float,
               dropout: float = 0.0, seed: int | None = None, raw_rows: bool = False,
               columns: Sequence[int] | None = None, bn_momentum: float = BN_MOMENTUM,
               group_weights: Mapping[int, float] | None = None) -> VAE:
-    """Encoder + decoder + VAE with the default (contract) architecture unless told otherwise.
+    """Encoder + decoder + VAE (the defaults of the architecture are vae.train.TrainOptions', in one place).
 
     ``columns``: the feature columns to model (None = all 2772); the decoder reconstructs only those.
     ``group_weights``: k -> weight of that group's squared errors in the loss (absent = 1).

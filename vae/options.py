@@ -174,3 +174,34 @@ def _pair(flag: str, value: str) -> list[str]:
     if value.startswith("-"):
         return [f"{flag}={value}" if flag.startswith("--") else flag + value]
     return [flag, value]
+
+
+# ---------------------------------------------------------------- validation helpers (used in __post_init__)
+def flag_of(cls_or_opts, name: str) -> str:
+    """The long flag of field ``name`` (for error messages)."""
+    cls = cls_or_opts if isinstance(cls_or_opts, type) else type(cls_or_opts)
+    for f, meta in _cli_fields(cls):
+        if f.name == name:
+            return _flags(f, meta)[-1]
+    return "--" + name.replace("_", "-")
+
+
+def check_non_negative(opts, *names: str) -> None:
+    """InputError (one line) when one of the integer options ``names`` is below 0 (argparse used to refuse them)."""
+    from .errors import InputError
+
+    for name in names:
+        v = getattr(opts, name)
+        if v is not None and v < 0:
+            raise InputError(f"{flag_of(opts, name)} must be >= 0, got {v}")
+
+
+def comma_floats(text: str) -> list[float]:
+    """argparse type of a sorted list of positive lengths written ``2000,5000,10000``."""
+    try:
+        values = sorted(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated lengths in bp, e.g. 2000,5000,10000; got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError("length bin edges must be > 0")
+    return values

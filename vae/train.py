@@ -39,22 +39,17 @@ from typing import Iterator
 import numpy as np
 
 from . import __version__
-from .data import (SPLIT_FILE, BatchPlan, Denoiser, MatrixReader, RowStream, check_values, load_split, make_split,
+from .artifacts import (CONFIG_FILE, CURVES_FILE, DECODER_NAME, KERAS_NAME, RESUME_DIR, SPLIT_FILE, STATE_FILE, VAE_NAME,
+                        RunFolder)
+from .data import (BatchPlan, Denoiser, MatrixReader, RowStream, Split, check_values, load_split, make_split,
                    parse_length_range, tf_dataset)
 from .errors import InputError
 from .kmers import K_ORDER, N_FEATURES, feature_columns, groups_in, parse_k_range
 from .matrix import atomic_path, atomic_text, check_fingerprint, fingerprint
+from .options import check_non_negative, option
+from .runtime import import_keras, import_tensorflow, n_threads  # tests and benches import import_keras from here too
 
-from .runtime import import_keras, import_tensorflow  # tests and benches import import_keras from here too
-
-
-CONFIG_FILE = "config.json"
-LOG_FILE = "train.log"
-HISTORY_FILE = "history.csv"
-CURVES_FILE = "training_curves.png"
-RESUME_DIR = "resume"
-STATE_FILE = "state.json"
-BEST_DIR, FINAL_DIR = "best", "final"
+# The run folder's file names are vae.artifacts' (RunFolder).
 #: Validation rows (a fixed, seeded sample) on which the per-group MSE is reported each epoch.
 MONITOR_ROWS = 2048
 #: The curves are redrawn at most this often (seconds), and at the end.
@@ -71,34 +66,54 @@ HISTORY_COLUMNS = (
 class TrainOptions:
     """Everything ``train_vae`` takes. These defaults are the command's defaults."""
 
-    input: str | None = None
-    run_dir: str | None = None
-    latent: int = 384
-    hidden: tuple[int, ...] = (1024, 512)
-    beta: float = 0.05
-    epochs: int = 100
-    lr: float = 1e-4
-    batch_size: int = 1024
-    warmup_epochs: int = 5
-    val_fraction: float = 0.1
-    max_samples: int = 0
-    seed: int = 42
-    dropout: float = 0.0
-    patience: int = 20
-    lr_factor: float = 0.5
-    min_lr: float = 1e-6
-    early_stopping: int = 0
-    resume: bool = False
-    mixed_precision: bool = False
-    steps_per_epoch: int = 0  # 0 = one pass over the training rows
-    workers: int = 0  # 0 = chosen from the number of cores
-    quiet: bool = False
-    devices: int = 1  # data-parallel replicas (MirroredStrategy); 0 = all visible GPUs
-    kmers: str = "1-6"  # contiguous range of k the model reads and reconstructs
-    denoise: str = ""  # "MIN:MAX": part of each batch resampled as if MIN..MAX bp long ("" = off)
-    denoise_fraction: float = 0.5  # share of each batch resampled when denoise is on
-    bn_momentum: float = 0.0  # BatchNorm momentum; 0 = from the steps per epoch (bn_momentum_for)
-    group_weights: str = ""  # "K=W[,K=W...]": per-k weights of the reconstruction loss ("" = all 1)
+    input: str | None = option(None, flags=("-i", "--input"), metavar="MATRIX.npy",
+                               help="k-mer matrix (required unless --resume: then the run's input)")
+    run_dir: str | None = option(None, flags=("-o", "--output"), metavar="RUN_DIR",
+                                 help="run folder, created (default: Models/vae-<date>-<time>)")
+    latent: int = option(384, help="latent dimensions")
+    hidden: tuple[int, ...] = option((1024, 512), metavar="W",
+                                     help="hidden layer widths of the encoder (the decoder mirrors them)")
+    beta: float = option(0.05, help="weight of the KL term after warm-up")
+    epochs: int = option(100, help="total epochs (with --resume: train up to this many)")
+    lr: float = option(1e-4, help="initial learning rate (Adam)")
+    batch_size: int = option(1024, help="rows per training batch")
+    warmup_epochs: int = option(5, help="epochs of linear KL warm-up (0 = none)")
+    val_fraction: float = option(0.1, help="fraction of rows held out for validation (seeded random split)")
+    max_samples: int = option(0, metavar="N", help="use a random subset of N rows (0 = all)")
+    seed: int = option(42, help="seed of the split, the shuffling and the weights")
+    dropout: float = option(0.0, help="dropout after each hidden layer")
+    patience: int = option(20, help="epochs without a better validation loss before the LR is cut")
+    lr_factor: float = option(0.5, help="LR multiplier on a plateau")
+    min_lr: float = option(1e-6, help="the LR is never cut below this")
+    early_stopping: int = option(0, metavar="N", help="stop after N epochs without a better validation loss (0 = off)")
+    resume: bool = option(False, help="continue the run in RUN_DIR (epoch, optimiser, LR, KL weight, best value); "
+                                      "options that define the model or data must be unchanged")
+    mixed_precision: bool = option(False, help="float16 compute with float32 weights (GPU)")
+    steps_per_epoch: int = option(0, metavar="N", help="batches per epoch (0 = one pass over the training rows)")
+    workers: int = option(0, help="reader threads (0 = from the number of cores)")
+    devices: int = option(1, metavar="N",
+                          help="data-parallel training on N GPUs (tf.distribute.MirroredStrategy: each global batch of "
+                               "--batch-size rows split across them); 0 = all visible GPUs")
+    quiet: bool = option(False, help="no progress bars (the per-epoch lines remain)")
+    kmers: str = option("1-6", metavar="A-B",  # contiguous range of k the model reads and reconstructs
+                        help="model only the k-mer groups of k = A..B (e.g. 1-5: 692 inputs); the encoder records its "
+                             "columns, so it still takes the full matrix")
+    denoise: str = option("", metavar="MIN:MAX",
+                          help="denoising: replace part of each training batch by the profile each sequence would show "
+                               "if it were only L bp long (L log-uniform in MIN..MAX, below its length; k-mer counts "
+                               "resampled), the target staying the clean profile (default: off)")
+    denoise_fraction: float = option(0.5, metavar="F", help="share of each batch resampled with --denoise")
+    bn_momentum: float = option(0.0, metavar="M",
+                                help="BatchNorm momentum (0 = 1 - 2/steps per epoch within [0.5, 0.99], so that "
+                                     "validation, which uses the moving statistics, tracks training on small runs; "
+                                     "Keras' default is 0.99)")
+    group_weights: str = option("", metavar="K=W[,K=W...]",
+                                help="weights of each k-mer group's squared errors in the reconstruction loss, e.g. "
+                                     "6=0.2 (unnamed groups: 1; all 1 = the plain sum of squared errors)")
+
+    def __post_init__(self) -> None:
+        check_non_negative(self, "max_samples", "early_stopping", "steps_per_epoch", "workers")
+        self.hidden = tuple(self.hidden)
 
     def group_weight_map(self) -> dict[int, float]:
         """--group-weights as {k: weight}; ValueError with a one-line reason."""
@@ -315,9 +330,9 @@ def _atomic_copy(src: str, dst: str) -> None:
 def save_models(vae, folder: str) -> None:
     """Save the full VAE (with optimiser), its encoder and decoder into ``folder`` as .keras."""
     os.makedirs(folder, exist_ok=True)
-    _atomic_save(vae, os.path.join(folder, "vae.keras"))
-    _atomic_save(vae.encoder, os.path.join(folder, "encoder.keras"))
-    _atomic_save(vae.decoder, os.path.join(folder, "decoder.keras"))
+    _atomic_save(vae, os.path.join(folder, VAE_NAME))
+    _atomic_save(vae.encoder, os.path.join(folder, KERAS_NAME))
+    _atomic_save(vae.decoder, os.path.join(folder, DECODER_NAME))
 
 
 def _write_json(path: str, obj: dict) -> None:
@@ -336,7 +351,7 @@ def _versions() -> dict:
 
 def _auto_workers() -> int:
     # Reads are cheap syscalls; a few threads keep a CPU model fed, more help a GPU.
-    return max(2, min(8, (os.cpu_count() or 2) // 2))
+    return max(2, min(8, n_threads() // 2))
 
 
 # --------------------------------------------------------------------------- run folder
@@ -400,7 +415,7 @@ def _prepare_fresh_dir(run_dir: str) -> None:
             raise InputError(f"{run_dir}: exists and is not a folder")
         entries = [e for e in os.listdir(run_dir) if not e.startswith(".")]
         if entries:
-            what = "a train_vae run" if os.path.exists(os.path.join(run_dir, CONFIG_FILE)) else "other files"
+            what = "a train_vae run" if os.path.exists(RunFolder(run_dir).config) else "other files"
             raise InputError(f"{run_dir} already holds {what}; continue it with --resume or choose another -o")
         if not os.access(run_dir, os.W_OK | os.X_OK):
             raise InputError(f"{run_dir}: folder is not writable")
@@ -513,23 +528,55 @@ def _read_monitor_rows(reader: MatrixReader, val: np.ndarray, seed: int) -> np.n
     return clr(buf)
 
 
-def train(opts: TrainOptions) -> TrainResult:
-    """Train (or resume) a run as ``train_vae`` does. Bad input raises InputError before anything is written."""
+@dataclass
+class Run:
+    """An opened run (:func:`open_run`): options (a resume's merged in), folder, input, split, state and log."""
+
+    opts: TrainOptions
+    folder: RunFolder
+    reader: MatrixReader
+    split: Split
+    stored: dict | None  # the config of the run being resumed (None: a new run)
+    state: TrainerState | None  # the resumed run's state (None until the model is built)
+    log: _Log
+    strategy: object  # tf.distribute strategy of --devices, or None
+    bn_momentum: float
+    versions: dict
+    monitor_rows: int = 0
+
+    @property
+    def n_train(self) -> int:
+        return int(self.split.train.shape[0])
+
+    @property
+    def n_val(self) -> int:
+        return int(self.split.val.shape[0])
+
+
+def _read_stored_config(run_dir: str) -> dict:
+    cfg_path = RunFolder(run_dir).config
+    if not os.path.isfile(cfg_path):
+        raise InputError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run without --resume")
+    try:
+        with open(cfg_path, encoding="utf-8") as fh:
+            stored = json.load(fh)
+        stored["hyperparameters"], stored["input"]  # noqa: B018 - presence check
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{cfg_path}: not a readable train_vae config ({e})") from None
+    return stored
+
+
+def open_run(opts: TrainOptions) -> Run:
+    """Check everything, then open the run folder: a resumed run's config, state and split, or a new run's folder,
+    split and config.json. Bad input raises InputError before anything is written."""
     if not opts.run_dir:
         raise InputError("no run folder given (-o)")
-    run_dir = opts.run_dir
+    folder = RunFolder(opts.run_dir)
+    run_dir = folder.path
     stored: dict | None = None
     state: TrainerState | None = None
     if opts.resume:
-        cfg_path = os.path.join(run_dir, CONFIG_FILE)
-        if not os.path.isfile(cfg_path):
-            raise InputError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run without --resume")
-        try:
-            with open(cfg_path, encoding="utf-8") as fh:
-                stored = json.load(fh)
-            stored["hyperparameters"], stored["input"]  # noqa: B018 - presence check
-        except (OSError, ValueError, KeyError) as e:
-            raise InputError(f"{cfg_path}: not a readable train_vae config ({e})") from None
+        stored = _read_stored_config(run_dir)
         if not os.access(run_dir, os.W_OK | os.X_OK):
             raise InputError(f"{run_dir}: folder is not writable")
         opts = _merge_resume(opts, stored)
@@ -575,22 +622,16 @@ def train(opts: TrainOptions) -> TrainResult:
     strategy = device_strategy(opts.devices)  # imports TensorFlow; a bad --devices fails before anything is written
 
     # Input is good: from here on the run folder is written.
-    fresh = stored is None
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create {run_dir}: {e.strerror}") from None
-    log.open(os.path.join(run_dir, LOG_FILE))
-    keras = import_keras()
-    tf = import_tensorflow()
-
-    from .model import build_vae
-
+    log.open(folder.log)
     versions = _versions()
     # Fixed when the model is built (a resumed run keeps its model's).
     bn_momentum = opts.bn_momentum or bn_momentum_for(opts.steps_per_epoch or n_train // opts.batch_size)
-    if fresh:
-        split.save(os.path.join(run_dir, SPLIT_FILE))
+    if stored is None:
+        split.save(folder.split)
         config = {
             "format": "kmer-vae train_vae run 1",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -606,21 +647,32 @@ def train(opts: TrainOptions) -> TrainResult:
             "versions": versions,
             "resumes": [],
         }
-        _write_json(os.path.join(run_dir, CONFIG_FILE), config)
+        _write_json(folder.config, config)
+    return Run(opts, folder, reader, split, stored, state, log, strategy, bn_momentum, versions)
 
+
+def build_or_load(run: Run):
+    """The VAE of the run: a new one (seeded, compiled), or the resume checkpoint with its optimiser, LR and RNG
+    states (then the config records the resume). Sets ``run.state``."""
+    keras = import_keras()
+    tf = import_tensorflow()
+
+    from .model import build_vae
+
+    opts, state = run.opts, run.state
     gpus = tf.config.list_physical_devices("GPU")
     if opts.mixed_precision:
         if not gpus:
-            log("warning: --mixed-precision on a CPU is usually slower than float32")
+            run.log("warning: --mixed-precision on a CPU is usually slower than float32")
         keras.mixed_precision.set_global_policy("mixed_float16")
     else:
         keras.mixed_precision.set_global_policy("float32")
 
     # Variables created (or loaded) in the strategy's scope are mirrored on every device; fit() then splits each
     # global batch of the one reader across the replicas and sums their gradients.
-    with strategy.scope() if strategy is not None else _no_scope():
+    with run.strategy.scope() if run.strategy is not None else _no_scope():
         if state is not None:
-            path = os.path.join(run_dir, RESUME_DIR, state.model)
+            path = os.path.join(run.folder.resume, state.model)
             keras.utils.set_random_seed(opts.seed + state.epoch)
             try:
                 vae = keras.saving.load_model(path)
@@ -631,19 +683,29 @@ def train(opts: TrainOptions) -> TrainResult:
             vae.optimizer.learning_rate.assign(state.lr)
             set_rng_states(vae, state.rng)
             # The run's config records the resume only once the checkpoint has loaded.
-            config = stored
+            config = run.stored
             config["hyperparameters"] = _hyperparameters(opts)
             config.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                      "at_epoch": state.epoch, "input": os.path.abspath(opts.input),
-                                                     "versions": versions})
-            _write_json(os.path.join(run_dir, CONFIG_FILE), config)
+                                                     "versions": run.versions})
+            _write_json(run.folder.config, config)
         else:
             keras.utils.set_random_seed(opts.seed)
             vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True,
-                            columns=opts.columns, bn_momentum=bn_momentum, group_weights=opts.group_weight_map())
+                            columns=opts.columns, bn_momentum=run.bn_momentum, group_weights=opts.group_weight_map())
             vae.compile(optimizer=keras.optimizers.Adam(learning_rate=opts.lr))
-            state = TrainerState(lr=opts.lr, session=0)
+            run.state = TrainerState(lr=opts.lr, session=0)
+    return vae
 
+
+def fit(vae, run: Run) -> TrainResult:
+    """Stream the rows and train up to ``--epochs`` (per-epoch checkpoints, history, best model: the callback).
+
+    Ctrl-C raises :class:`TrainingInterrupted`; a non-finite loss an InputError (the last epoch stays resumable).
+    """
+    tf = import_tensorflow()
+    opts, state, log, reader, split = run.opts, run.state, run.log, run.reader, run.split
+    run_dir = run.folder.path
     workers = opts.workers or _auto_workers()
     plan = BatchPlan(split.train, opts.batch_size, shuffle=True, seed=opts.seed)
     steps = opts.steps_per_epoch or plan.steps
@@ -653,17 +715,20 @@ def train(opts: TrainOptions) -> TrainResult:
     # Keras needs the cardinality of a finite dataset, or it averages in a phantom step.
     val_ds = tf_dataset(val_stream, 0, 1).apply(tf.data.experimental.assert_cardinality(val_stream.steps))
     monitor = _read_monitor_rows(reader, split.val, opts.seed)
+    run.monitor_rows = monitor.shape[0]
 
+    gpus = tf.config.list_physical_devices("GPU")
     device = f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
     widths = "-".join(map(str, (len(opts.columns or range(N_FEATURES)), *opts.hidden, opts.latent)))
     if opts.columns is not None:
         widths += f" (k-mers {opts.kmers})"
+    strategy = run.strategy
     if strategy is not None:
         device = (f"{strategy.num_replicas_in_sync} replicas (MirroredStrategy: "
                   f"{', '.join(strategy.extended.worker_devices)}; {opts.batch_size / strategy.num_replicas_in_sync:g} rows each a step)")
     verb = "resuming after epoch %d" % state.epoch if state.epoch else "starting"
     log(f"train_vae: {verb}; {opts.input} {reader.shape[0]:,} x {reader.shape[1]} {reader.dtype.name}; "
-        f"{n_train:,} training / {n_val:,} validation rows (seed {opts.seed}); {steps:,} steps of {opts.batch_size} "
+        f"{run.n_train:,} training / {run.n_val:,} validation rows (seed {opts.seed}); {steps:,} steps of {opts.batch_size} "
         f"an epoch; model {widths} ({vae.count_params():,} weights, BatchNorm momentum {_bn_of(vae):g}); beta {opts.beta} warmed up over "
         f"{opts.warmup_epochs} epochs; {device}; {workers} reader threads -> {run_dir}")
     if opts.denoise:
@@ -673,49 +738,73 @@ def train(opts: TrainOptions) -> TrainResult:
     result = TrainResult(run_dir, state.epoch, state.best_epoch, state.best_val)
     if state.epoch >= opts.epochs:
         log(f"train_vae: already trained {state.epoch} epochs (--epochs {opts.epochs}); raise --epochs to continue")
-    else:
-        train_ds = tf_dataset_from(train_stream, state.batches)
-        state.finished = False
-        cb = _epoch_callback(opts, state, run_dir, log, monitor, steps, result)
-        try:
-            vae.fit(train_ds, epochs=opts.epochs, initial_epoch=state.epoch, steps_per_epoch=steps,
-                    validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
-        except KeyboardInterrupt:
-            done = cb.state.epoch
-            where = (f"epoch {done} is saved in {os.path.join(run_dir, RESUME_DIR)}" if done
-                     else "no epoch was completed")
-            message = f"train_vae: interrupted during epoch {done + 1}; {where}: continue with train_vae -o {run_dir} --resume"
-            log(message)
-            log.close()
-            raise TrainingInterrupted(message) from None
-        finally:
-            cb.close_bar()
-        if cb.diverged:
-            log.close()
-            kept = (f"{os.path.join(run_dir, RESUME_DIR)} holds epoch {state.epoch}" if state.epoch
-                    else "no epoch was completed")
-            raise InputError(f"training diverged in epoch {state.epoch + 1} (loss not finite): lower --lr; {kept}")
+        return result
+    train_ds = tf_dataset_from(train_stream, state.batches)
+    state.finished = False
+    cb = _epoch_callback(opts, state, run_dir, log, monitor, steps, result)
+    try:
+        vae.fit(train_ds, epochs=opts.epochs, initial_epoch=state.epoch, steps_per_epoch=steps,
+                validation_data=val_ds, callbacks=[cb], verbose=0, shuffle=False)
+    except KeyboardInterrupt:
+        done = cb.state.epoch
+        where = f"epoch {done} is saved in {run.folder.resume}" if done else "no epoch was completed"
+        message = f"train_vae: interrupted during epoch {done + 1}; {where}: continue with train_vae -o {run_dir} --resume"
+        log(message)
+        log.close()
+        raise TrainingInterrupted(message) from None
+    finally:
+        cb.close_bar()
+    if cb.diverged:
+        log.close()
+        kept = f"{run.folder.resume} holds epoch {state.epoch}" if state.epoch else "no epoch was completed"
+        raise InputError(f"training diverged in epoch {state.epoch + 1} (loss not finite): lower --lr; {kept}")
+    return result
+
+
+def finalise(vae, run: Run, result: TrainResult) -> TrainResult:
+    """final/ models, the run's encoder.keras (the best, else the final), the finished state and the curves."""
+    state, folder, log = run.state, run.folder, run.log
     with _deferred_interrupt():
-        save_models(vae, os.path.join(run_dir, FINAL_DIR))
-        best_encoder = os.path.join(run_dir, BEST_DIR, "encoder.keras")
-        _atomic_copy(best_encoder if os.path.exists(best_encoder) else os.path.join(run_dir, FINAL_DIR, "encoder.keras"),
-                     os.path.join(run_dir, "encoder.keras"))
+        save_models(vae, folder.final)
+        best_encoder = os.path.join(folder.best, KERAS_NAME)
+        _atomic_copy(best_encoder if os.path.exists(best_encoder) else os.path.join(folder.final, KERAS_NAME),
+                     folder.encoder)
         state.finished = True
-        _write_state(run_dir, state)
-        hist = os.path.join(run_dir, HISTORY_FILE)
-        if os.path.exists(hist):
-            plot_curves(hist, os.path.join(run_dir, CURVES_FILE), opts.warmup_epochs, monitor.shape[0])
+        _write_state(folder.path, state)
+        if os.path.exists(folder.history):
+            plot_curves(folder.history, folder.curves, run.opts.warmup_epochs, run.monitor_rows)
     result.epochs_done, result.best_epoch, result.best_val = state.epoch, state.best_epoch, state.best_val
     result.vae = vae
     if state.best_epoch:
         log(f"train_vae: done after {state.epoch} epochs; best validation loss {state.best_val:.4f} at epoch "
-            f"{state.best_epoch} -> {os.path.join(run_dir, 'encoder.keras')}")
+            f"{state.best_epoch} -> {folder.encoder}")
     else:
-        log(f"train_vae: done after {state.epoch} epochs, none after warm-up: {os.path.join(run_dir, 'encoder.keras')} "
-            "is the final encoder")
+        log(f"train_vae: done after {state.epoch} epochs, none after warm-up: {folder.encoder} is the final encoder")
     log.close()
-    reader.close()
+    run.reader.close()
     return result
+
+
+def train(opts: TrainOptions) -> TrainResult:
+    """Train (or resume) a run as ``train_vae`` does. Bad input raises InputError before anything is written."""
+    run = open_run(opts)
+    vae = build_or_load(run)
+    return finalise(vae, run, fit(vae, run))
+
+
+def run(opts: TrainOptions) -> TrainResult:
+    """``train_vae``: :func:`train` into ``opts.run_dir`` (default ``Models/vae-<date>-<time>``).
+
+    Ctrl-C raises :class:`TrainingInterrupted` (a KeyboardInterrupt) saying where the last completed epoch is.
+    """
+    from .paths import check_paths
+
+    if opts.run_dir is None:
+        if opts.resume:
+            raise InputError("--resume needs the run folder: -o RUN_DIR")
+        opts = dataclasses.replace(opts, run_dir=os.path.join("Models", time.strftime("vae-%Y%m%d-%H%M%S")))
+    check_paths([opts.input], [], folders=[opts.run_dir])
+    return train(opts)
 
 
 @contextmanager
@@ -762,7 +851,7 @@ def tf_dataset_from(stream: RowStream, batches_done: int):
 
 def _read_resume_state(run_dir: str) -> TrainerState:
     """The state of the last completed epoch; refuses (one line) when it is missing or damaged, never restarts."""
-    state_path = os.path.join(run_dir, RESUME_DIR, STATE_FILE)
+    state_path = RunFolder(run_dir).state
     if not os.path.isfile(state_path):
         raise InputError(f"{run_dir}: no completed epoch to resume ({os.path.join(RESUME_DIR, STATE_FILE)} is missing); "
                          "start a new run with another -o (or remove this folder)")
@@ -778,7 +867,7 @@ def _read_resume_state(run_dir: str) -> TrainerState:
 
 
 def _write_state(run_dir: str, state: TrainerState) -> None:
-    with atomic_text(os.path.join(run_dir, RESUME_DIR, STATE_FILE)) as fh:
+    with atomic_text(RunFolder(run_dir).state) as fh:
         fh.write(state.to_json())
 
 
@@ -853,9 +942,9 @@ class _EpochLogic:
             if out.new_lr != lr_used:
                 self.model.optimizer.learning_rate.assign(out.new_lr)
             if out.is_best:
-                best = os.path.join(self.run_dir, BEST_DIR)
-                save_models(self.model, best)
-                _atomic_copy(os.path.join(best, "encoder.keras"), os.path.join(self.run_dir, "encoder.keras"))
+                folder = RunFolder(self.run_dir)
+                save_models(self.model, folder.best)
+                _atomic_copy(os.path.join(folder.best, KERAS_NAME), folder.encoder)
             st.epoch = epoch + 1
             st.batches += self.steps
             self._save_resume()
@@ -888,7 +977,7 @@ class _EpochLogic:
         return group_mse(self.monitor, recon, self.model.columns)
 
     def _save_resume(self) -> None:
-        d = os.path.join(self.run_dir, RESUME_DIR)
+        d = RunFolder(self.run_dir).resume
         os.makedirs(d, exist_ok=True)
         name = f"vae-epoch{self.state.epoch:05d}.keras"
         _atomic_save(self.model, os.path.join(d, name))
@@ -900,7 +989,7 @@ class _EpochLogic:
                 os.unlink(old)
 
     def _append_history(self, row: dict) -> None:
-        path = os.path.join(self.run_dir, HISTORY_FILE)
+        path = RunFolder(self.run_dir).history
         new = not os.path.exists(path) or os.path.getsize(path) == 0
         with open(path, "a", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
@@ -913,7 +1002,7 @@ class _EpochLogic:
 
     def _plot(self) -> None:
         try:
-            plot_curves(os.path.join(self.run_dir, HISTORY_FILE), os.path.join(self.run_dir, CURVES_FILE),
+            plot_curves(RunFolder(self.run_dir).history, RunFolder(self.run_dir).curves,
                         self.opts.warmup_epochs, self.monitor.shape[0])
         except Exception as e:  # a plotting failure must not end a training run
             self.log(f"warning: could not draw {CURVES_FILE}: {e}")

@@ -20,9 +20,9 @@ if sm.params.trained and os.path.exists(hist):
     with open(hist, encoding="utf-8") as fh:
         rows = fh.read().splitlines()
     lines.append(f"- Training: {len(rows) - 1} epochs logged in `{hist}`")
-with open(sm.input.index, encoding="utf-8") as fh:
+with open(os.path.join(sm.input.index, "meta.json"), encoding="utf-8") as fh:
     meta = json.load(fh)
-lines.append(f"- Neighbour index: `{os.path.dirname(sm.input.index)}` "
+lines.append(f"- Neighbour index: `{sm.input.index}` "
              f"({meta.get('method', '?')}, {meta.get('metric', '?')}, {meta.get('n', '?'):,} vectors)")
 with open(sm.input.clusters, encoding="utf-8") as fh:
     summ = json.load(fh)

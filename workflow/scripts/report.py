@@ -9,7 +9,7 @@ out = sm.params.outdir
 lines = ["# kmer-vae workflow report", ""]
 lines += ["| sample | FASTA | contigs embedded |", "|---|---|---:|"]
 total = 0
-for (name, fasta), emb in zip(sm.params.samples.items(), sm.input.embeddings):
+for (name, fasta), emb in zip(sm.params.samples.items(), sm.input.embeddings, strict=True):
     n = int(np.load(emb, mmap_mode="r", allow_pickle=False).shape[0])
     total += n
     lines.append(f"| {name} | {fasta} | {n:,} |")

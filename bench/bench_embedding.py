@@ -49,7 +49,7 @@ def encoders(tmp: str) -> dict:
     else:
         from vae.model import build_encoder
 
-        src = os.path.join(tmp, "encoder.keras")
+        src = os.path.join(tmp, artifacts.KERAS_NAME)
         build_encoder(384, (1024, 512)).save(src)  # the default architecture (vae.train.TrainOptions)
         engines.export_portable(src)
     return {"keras": engines.load_encoder(src, "keras"), "numpy": engines.load_encoder(src, "numpy"), "source": src}

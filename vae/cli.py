@@ -254,7 +254,26 @@ def _train_vae(args: argparse.Namespace) -> int:
         train(opts)
     except TrainingInterrupted:
         return 130  # train() has said where the last completed epoch is
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        # Not "no output was written": the run folder keeps its last completed epoch.
+        print(f"train_vae: error: disk full while writing{' ' + str(e.filename) if e.filename else ''}; "
+              f"{_resume_note(run_dir)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _resume_note(run_dir: str) -> str:
+    """What a run folder holds for --resume, for messages after a failure."""
+    import json
+
+    try:
+        with open(os.path.join(run_dir, "resume", "state.json"), encoding="utf-8") as fh:
+            epoch = int(json.load(fh)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no epoch was completed"
+    return f"{run_dir}/resume holds epoch {epoch}: free some space, then continue with train_vae -o {run_dir} --resume"
 
 
 def train_vae(argv: Argv = None) -> int:
@@ -1005,7 +1024,7 @@ def _query_neighbors(args: argparse.Namespace) -> int:
     if args.fasta:
         fids, z = embed_fasta(args.fasta, args.model, args.engine)
         if z.shape[1] != index.dim:
-            raise InputError(f"the encoder {args.model} makes {z.shape[1]}-D vectors but the index has {index.dim}: "
+            raise InputError(f"the encoder {args.model or '(the default model)'} makes {z.shape[1]}-D vectors but the index has {index.dim}: "
                              "use the encoder that made the indexed embeddings")
         nb, d = index.query(z, args.k, args.threads)
         query_ids += fids

@@ -90,16 +90,30 @@ def _load_keras_model(path: str):
     if not keras_available():
         raise InputError(f"{path}: the keras engine needs TensorFlow and Keras (pip install 'kmer-vae[train]'); "
                          "or use --engine numpy with a portable export (export_encoder)")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a .keras model (damaged or truncated: not a zip archive)")
+    if _keras_class(path) == "VAE":
+        raise InputError(f"{path}: a whole VAE, not an encoder: give the run's encoder.keras (beside it, or in the run folder)")
+    from .train import _quiet_fd2, import_keras
 
+    keras = import_keras()
     from .layers import CUSTOM_OBJECTS
 
     try:
-        return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True)
+        with _quiet_fd2():  # TensorFlow's runtime start-up lines would precede our one line
+            return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types (ValueError, TypeError, OSError, zipfile.BadZipFile)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: cannot load the encoder ({type(e).__name__}: {msg})") from None
+
+
+def _keras_class(path: str) -> str | None:
+    """The top-level class name in a .keras archive's config.json (None when unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open("config.json") as fh:
+            return json.load(fh).get("class_name")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, AttributeError):
+        return None
 
 
 def _z_mean_tensor(model):
@@ -118,9 +132,9 @@ class KerasEncoder:
     """A ``.keras`` encoder cut down to its z_mean branch (no sampling is ever computed)."""
 
     def __init__(self, path: str):
+        model = _load_keras_model(path)  # first: it imports Keras quietly, or refuses the file without importing it
         import keras
 
-        model = _load_keras_model(path)
         if not getattr(model, "outputs", None) or not getattr(model, "inputs", None):
             raise InputError(f"{path}: not a functional encoder (no symbolic inputs/outputs)")
         self.source = str(path)

@@ -872,8 +872,8 @@ def _compare_groups(args: argparse.Namespace) -> int:
     from .paths import check_paths
 
     check_paths([args.coords, args.ids, args.groups_tsv, args.clusters],
-                [prefix + e for e in (".density.png", ".overlay.png", ".composition.png", ".composition.csv")
-                 + ((".density.pdf", ".overlay.pdf", ".composition.pdf") if args.pdf else ())])
+                [prefix + e for e in (".density.png", ".overlay.png") + ((".density.pdf", ".overlay.pdf") if args.pdf else ())
+                 + (((".composition.png", ".composition.csv") + ((".composition.pdf",) if args.pdf else ())) if args.clusters else ())])
     check_output_dir(prefix + ".density.png")
     if args.groups_tsv and (args.prefix or args.regex):
         raise InputError("give groups either with --groups-tsv or with --prefix/--regex, not both")

@@ -514,6 +514,9 @@ def embed_rows(encoder: Encoder, rows: np.ndarray, name: str = "input", offset: 
     out[:, 0] = rows[:, LENGTH_COLUMN]
     if rows.shape[0]:
         out[:, 1:] = encoder.z_mean(clr_batch(rows))
+        if not np.isfinite(out[:, 1:]).all():  # valid input, so the encoder's weights are broken (e.g. NaN)
+            raise InputError(f"{encoder.source}: the encoder gave non-finite z_mean for {name} rows from {offset}; "
+                             "its weights are damaged: nothing written")
     return out
 
 

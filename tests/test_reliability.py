@@ -328,6 +328,12 @@ def test_resume_refuses_when_resume_state_is_missing_or_damaged(files, tmp_path,
     code = call_cli(cli.train_vae, ["-o", run, "--resume", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "is missing" in err, err
+    (run / "resume" / "vae-epoch00002.keras").write_bytes(b"PK\x03\x04 truncated")
+    before = _snapshot(run)
+    code = call_cli(cli.train_vae, ["-o", run, "--resume", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "damaged or truncated checkpoint" in err, err
+    assert _snapshot(run) == before
 
 
 def test_verify_run_dir_refuses_a_reshuffled_matrix(files, tmp_path, capsys):

@@ -350,7 +350,7 @@ def stage_breakdown(meta: dict, repeats: int) -> dict[str, float]:
         out[name] = t
 
     for fmt in ("plain", "gzip"):
-        best(f"read {fmt}", lambda: sum(len(b) for b in fasta.iter_blocks(meta[fmt], max_records=MAX_ROWS_PER_BLOCK)))
+        best(f"read {fmt}", lambda fmt=fmt: sum(len(b) for b in fasta.iter_blocks(meta[fmt], max_records=MAX_ROWS_PER_BLOCK)))
     blocks = list(fasta.iter_blocks(meta["plain"], max_records=MAX_ROWS_PER_BLOCK))
     # Stage by stage within each block, as the pipeline runs them (the block's codes stay in cache).
     acc = {"parse": [], "count valid bases": [], "k-mer profiles": []}

@@ -79,10 +79,10 @@ def main() -> None:
         results = []
         for name, enc in encs.items():
             enc.z_mean(clr(rows[:256]))  # warm-up: graph tracing, BLAS thread start
-            t_infer = best_of(lambda: [enc.z_mean(clr(rows[a : a + args.batch_size])) for a in range(0, args.rows, args.batch_size)],
+            t_infer = best_of(lambda enc=enc: [enc.z_mean(clr(rows[a : a + args.batch_size])) for a in range(0, args.rows, args.batch_size)],
                               args.repeats)
             out = os.path.join(tmp, f"emb_{name}.npy")
-            t_file = best_of(lambda: embed.embed_matrix_file(enc, mat, out, args.batch_size), args.repeats)
+            t_file = best_of(lambda enc=enc, out=out: embed.embed_matrix_file(enc, mat, out, args.batch_size), args.repeats)
             results.append({"engine": name, "rows": args.rows, "batch_size": args.batch_size, "latent": enc.latent,
                             "model": src, "cores": os.cpu_count(),
                             "inference_contigs_per_s": round(args.rows / t_infer), "file_to_file_contigs_per_s": round(args.rows / t_file)})

@@ -21,7 +21,6 @@ from vae.embed import NumpyEncoder
 from vae.errors import InputError
 from vae.kmers import N_FEATURES, profile
 from vae.simulate import fragments, random_genome
-from vae.transform import clr
 
 from .conftest import call_cli
 

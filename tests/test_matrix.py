@@ -79,9 +79,12 @@ def test_shuffle_mixes_sources_across_the_file(tmp_path):
 
 
 def test_duplicate_ids_warn(tmp_path, capsys):
-    _, _, pa, ida = make(tmp_path, "a", 3)
-    assert call_cli(concatenate_matrices, ["-i", pa, pa, "-id", ida, ida, "-o", tmp_path / "d", "--quiet"]) == 0
+    _, _, pa, ida = make(tmp_path, "a", 3, cols=4)
+    assert call_cli(concatenate_matrices, ["-i", pa, pa, "-id", ida, ida, "-o", tmp_path / "d"]) == 0
     assert "3 duplicate IDs" in capsys.readouterr().err
+    # --quiet: nothing but errors, so not this warning either.
+    assert call_cli(concatenate_matrices, ["-i", pa, pa, "-id", ida, ida, "-o", tmp_path / "q", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def error_line(capsys) -> str:

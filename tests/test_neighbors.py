@@ -160,7 +160,7 @@ def parse_tsv(text):
 def test_command_build_then_query(emb_files, data, capsys):
     d = emb_files
     x, ids = data
-    code, out, err = run_cli(["--build-index", d / "idx", "-e", d / "emb.npy", "-id", d / "ids.txt", "--quiet"], capsys)
+    code, out, err = run_cli(["--build-index", d / "idx", "-e", d / "emb.npy", "-id", d / "ids.txt"], capsys)
     assert code == 0, err
     assert out == "" and "indexed 2,000 vectors" in err
     code, out, err = run_cli(["--index", d / "idx", "--ids", "c3", "c40", "-k", 4], capsys)

@@ -390,8 +390,9 @@ def test_protein_and_cr_only_fasta_are_refused(tmp_path, capsys):
         assert not (tmp_path / "o.npy").exists() and not (tmp_path / "o.txt").exists()
     # N-rich DNA is DNA; a record of only N is counted as a zero row and reported
     (tmp_path / "n.fa").write_text(">a\n" + "N" * 300 + "ACGT" * 10 + "\n>b\nNNNNNNNN\n>a\nACGTACGTAAAT\n")
+    # (not --quiet: that means errors only, and these are warnings)
     code = call_cli(cli.calculate_kmer_frequencies, ["-i", tmp_path / "n.fa", "-id", tmp_path / "o.txt", "-k", tmp_path / "o.npy",
-                                                     "--quiet", "--threads", "1"])
+                                                     "--threads", "1"])
     err = capsys.readouterr().err
     assert code == 0 and "1 with no A/C/G/T base" in err and "1 duplicate IDs" in err, err
 
@@ -429,7 +430,7 @@ def test_duplicate_ids_are_flagged_by_cluster(files, tmp_path, capsys):
 
 
 def test_tsne_says_when_it_lowers_the_perplexity(files, tmp_path, capsys):
-    code = call_cli(cli.tsne, ["-e", files / "emb.npy", "-o", tmp_path / "m.npy", "--perplexity", "1000", "--no-plot", "--quiet",
+    code = call_cli(cli.tsne, ["-e", files / "emb.npy", "-o", tmp_path / "m.npy", "--perplexity", "1000", "--no-plot",
                                "--threads", "1", "--n-iter", "20", "--early-iter", "10"])
     assert code == 0 and "perplexity 1000" in capsys.readouterr().err
 

@@ -18,7 +18,10 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from . import encoder
 from .errors import InputError
+from .options import add_options, from_namespace
+from .runtime import quiet_stderr
 
 Argv = Sequence[str] | None
 
@@ -28,7 +31,9 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.Argum
     args = parser.parse_args(argv)
     prog = parser.prog
     try:
-        return int(main(args) or 0)
+        # --quiet: nothing but the error line below on stderr (progress, summaries and warnings are dropped).
+        with quiet_stderr(bool(getattr(args, "quiet", False))):
+            return int(main(args) or 0)
     except InputError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -45,6 +50,15 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.Argum
         else:
             print(f"{prog}: error: {e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", file=sys.stderr)
         return 1
+
+
+def _command(options_cls, run_fn) -> Callable[[argparse.Namespace], int]:
+    """The pattern every command follows: parsed argv -> the options dataclass (its validation) -> the owning module's run."""
+    def main(args: argparse.Namespace) -> int:
+        result = run_fn(from_namespace(options_cls, args))
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+    return main
 
 
 def _exit(code: int) -> None:
@@ -300,7 +314,7 @@ def embedding_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-m", "--model", metavar="ENCODER",
                    help="encoder .keras, or a portable export (.json/.npz from export_encoder); "
-                        "default: Models/default/ of the checkout")
+                        "default: the shipped model (Models/default/)")
     p.add_argument("-i", "--input", nargs="+", metavar="FILE",
                    help="k-mer matrix .npy, or FASTA files (plain or .gz; detected by name or content); default: .npy on stdin")
     p.add_argument("-o", "--output", metavar="EMB.npy", help="output .npy (written atomically); default: stdout")
@@ -414,40 +428,12 @@ def export_encoder_parser() -> argparse.ArgumentParser:
         "without TensorFlow. The export is checked against Keras on random input (max |difference|).\n\n"
         "example: export_encoder -m Models/run1/encoder.keras      # -> Models/run1/encoder.npz + .json",
     )
-    p.add_argument("-m", "--model", required=True, metavar="ENCODER.keras", help="the encoder to export")
-    p.add_argument("-o", "--output", metavar="NAME", help="output name (NAME.npz + NAME.json); default: beside the encoder")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="fail if NumPy and Keras z_mean differ by more than this")
-    return p
-
-
-def _export_encoder(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .embed import KerasEncoder, NumpyEncoder, export_encoder as export, portable_from_keras, portable_paths
-    from .matrix import pending_path
-    from .paths import check_paths
-
-    if not (args.tolerance >= 0 and np.isfinite(args.tolerance)):
-        raise InputError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
-    check_paths([args.model], list(portable_paths(args.output or args.model)))
-    keras_enc = KerasEncoder(args.model)
-    # Checked before anything is written: a failed export leaves nothing behind.
-    numpy_enc = NumpyEncoder.from_export(*portable_from_keras(keras_enc.full_model, args.model), source=args.model)
-    # CLR-like input: zero-mean values of the scale the encoder sees.
-    x = np.random.default_rng(0).normal(0.0, 1.0, size=(256, keras_enc.input_dim)).astype(np.float32)
-    diff = float(np.max(np.abs(keras_enc.z_mean(x) - numpy_enc.z_mean(x))))
-    if not diff <= args.tolerance:
-        raise InputError(f"the export would differ from Keras by {diff:.2e} > {args.tolerance:g}; nothing written (unsupported layer semantics?)")
-    spec_path, weights_path = export(args.model, args.output)
-    size = os.path.getsize(pending_path(weights_path)) + os.path.getsize(pending_path(spec_path))
-    print(f"export_encoder: {args.model} -> {weights_path} + {spec_path} ({size / 1e6:.1f} MB; "
-          f"latent {numpy_enc.latent}; max |numpy - keras| z_mean = {diff:.2e})", file=sys.stderr)
-    return 0
+    return add_options(p, encoder.ExportOptions)
 
 
 def export_encoder(argv: Argv = None) -> int:
     """Console entry point of ``export_encoder``."""
-    _exit(run(_together(_export_encoder), export_encoder_parser(), argv))
+    _exit(run(_together(_command(encoder.ExportOptions, encoder.run)), export_encoder_parser(), argv))
 
 
 def _encoder_for_evaluation(model: str | None, run_dir: str | None, engine: str):
@@ -487,7 +473,7 @@ def _edges(text: str) -> list[float]:
 
 def _add_encoder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-e", "--encoder", metavar="ENCODER",
-                   help="encoder .keras or portable export (.json); default: RUN_DIR/encoder.keras with --run-dir, else Models/default/")
+                   help="encoder .keras or portable export (.json); default: RUN_DIR/encoder.keras with --run-dir, else the shipped model")
     p.add_argument("--engine", choices=["auto", "keras", "numpy"], default="auto", help="inference engine (see embedding --help)")
     p.add_argument("--batch-size", type=_positive_int, default=4096, metavar="N", help="rows per inference batch")
     p.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean", help="distance in every space")
@@ -942,7 +928,7 @@ def query_neighbors_parser() -> argparse.ArgumentParser:
     q.add_argument("--vectors-ids", metavar="Q.txt", help="IDs of --vectors' rows (default: row numbers)")
     q.add_argument("--fasta", metavar="FASTA", help="new sequences: k-mers counted and embedded with -m")
     q.add_argument("-m", "--model", metavar="ENCODER",
-                   help="the encoder for --fasta, .keras or portable .json (Models/default if not given); use the one that made the indexed embeddings")
+                   help="the encoder for --fasta, .keras or portable .json (the shipped model if not given); use the one that made the indexed embeddings")
     q.add_argument("--engine", choices=["auto", "keras", "numpy"], default="auto", help="inference engine for --fasta")
     p.add_argument("-k", type=_positive_int, default=10, help="neighbours per query")
     p.add_argument("--ef", type=_positive_int, default=100, help="HNSW query-time search breadth (>= k; more = better recall, slower)")

@@ -358,8 +358,9 @@ class RowStream:
 
 def tf_dataset(stream: RowStream, first_epoch: int = 0, epochs: int | None = None, skip: int = 0):
     """A ``tf.data.Dataset`` over :meth:`RowStream.batches` (infinite when ``epochs`` is None)."""
-    import tensorflow as tf
+    from .runtime import import_tensorflow
 
+    tf = import_tensorflow()
     probe = stream.transform(np.zeros((1, stream.reader.shape[1]), stream.reader.dtype)) if stream.transform else None
     width = probe.shape[1] if probe is not None else stream.reader.shape[1]
     dtype = probe.dtype if probe is not None else stream.reader.dtype

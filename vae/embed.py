@@ -33,17 +33,14 @@ from typing import BinaryIO, Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from .errors import InputError
+from .artifacts import KERAS_NAME, SPEC_NAME, WEIGHTS_NAME, shipped_model_dir
 from .kmers import LENGTH_COLUMN, N_COLUMNS, N_FEATURES
 from .matrix import (NpyStreamWriter, atomic_path, atomic_text, check_output_dir, check_rows, commit_now, commit_together,
                      open_matrix)
 from .transform import clr
 
-#: The repository checkout (Models/ lies beside the vae/ package).
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO_ROOT / "Models" / "default"
-KERAS_NAME = "encoder.keras"
-WEIGHTS_NAME = "encoder.npz"
-SPEC_NAME = "encoder.json"
+#: The shipped model (package data; vae.artifacts owns the lookup and the file names).
+DEFAULT_MODEL_DIR = shipped_model_dir()
 PORTABLE_FORMAT = "kmer-vae-portable-encoder"
 PORTABLE_VERSION = 1
 #: Rows per inference batch: large enough that the matmuls dominate, small enough for a laptop (~50 MB of input).
@@ -94,14 +91,13 @@ def _load_keras_model(path: str):
         raise InputError(f"{path}: not a .keras model (damaged or truncated: not a zip archive)")
     if _keras_class(path) == "VAE":
         raise InputError(f"{path}: a whole VAE, not an encoder: give the run's encoder.keras (beside it, or in the run folder)")
-    from .train import _quiet_fd2, import_keras
+    from .layers import CUSTOM_OBJECTS
+    from .runtime import import_keras
 
     keras = import_keras()
-    from .layers import CUSTOM_OBJECTS
 
     try:
-        with _quiet_fd2():  # TensorFlow's runtime start-up lines would precede our one line
-            return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True)
+        return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types (ValueError, TypeError, OSError, zipfile.BadZipFile)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: cannot load the encoder ({type(e).__name__}: {msg})") from None
@@ -133,8 +129,7 @@ class KerasEncoder:
 
     def __init__(self, path: str):
         model = _load_keras_model(path)  # first: it imports Keras quietly, or refuses the file without importing it
-        import keras
-
+        import keras  # noqa: TID251 -- already imported (quietly) by _load_keras_model
         if not getattr(model, "outputs", None) or not getattr(model, "inputs", None):
             raise InputError(f"{path}: not a functional encoder (no symbolic inputs/outputs)")
         self.source = str(path)
@@ -414,14 +409,14 @@ def resolve_engine(engine: str) -> str:
 
 
 def default_model_path(engine: str) -> str:
-    """The shipped encoder for ``engine`` (Models/default/ in the checkout); a clear error when missing."""
+    """The shipped encoder for ``engine`` (vae/models/default/, package data); a clear error when missing."""
     keras_path, spec_path = DEFAULT_MODEL_DIR / KERAS_NAME, DEFAULT_MODEL_DIR / SPEC_NAME
     # The keras engine can fall back to the portable export (same z_mean within 1e-4), not the reverse.
     for want in ((keras_path, spec_path) if engine == "keras" else (spec_path,)):
         if want.exists():
             return str(want)
-    raise InputError(f"no default model: {keras_path if engine == 'keras' else spec_path} is missing (the checkout's "
-                     f"Models/default/ should hold {KERAS_NAME}, {WEIGHTS_NAME} and {SPEC_NAME}); pass -m ENCODER")
+    raise InputError(f"no default model: {keras_path if engine == 'keras' else spec_path} is missing (the package's "
+                     f"models/default/ should hold {KERAS_NAME}, {WEIGHTS_NAME} and {SPEC_NAME}); pass -m ENCODER")
 
 
 def _is_portable(path: str) -> bool:

@@ -5,8 +5,10 @@ with ``min_value``/``max_value``), so encoders saved by them load here.
 """
 from __future__ import annotations
 
-import keras
-from keras import ops
+from .runtime import import_keras
+
+keras = import_keras()
+ops = keras.ops
 
 # Keras' default package for register_keras_serializable: the original scripts'
 # saved configs refer to "Custom>Sampling" / "Custom>ClipLayer".

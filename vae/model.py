@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import keras
-from keras import layers, ops
-
 from .kmers import N_FEATURES
 from .layers import ClipLayer, Sampling
+from .runtime import import_keras
 from .transform import clr_ops
+
+keras = import_keras()
+layers, ops = keras.layers, keras.ops
 
 LATENT_DIM = 384
 HIDDEN = (1024, 512)

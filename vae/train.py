@@ -45,30 +45,7 @@ from .errors import InputError
 from .kmers import FEATURE_SLICES, K_ORDER
 from .matrix import atomic_path, atomic_text, check_fingerprint, fingerprint
 
-@contextmanager
-def _quiet_fd2() -> Iterator[None]:
-    """Silence C-level stderr (TensorFlow's start-up banner ignores TF_CPP_MIN_LOG_LEVEL)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def import_keras():
-    """Import TensorFlow and Keras without the C++ start-up chatter; returns the keras module."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" not in sys.modules:
-        with _quiet_fd2():
-            import tensorflow  # noqa: F401
-    import keras
-
-    return keras
+from .runtime import import_keras  # tests and benches import it from here too
 
 
 CONFIG_FILE = "config.json"

@@ -46,7 +46,9 @@ def clr(rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 def clr_ops(x):
     """:func:`clr` for feature rows (2772 columns) as a ``keras.ops`` graph (imports Keras lazily)."""
-    from keras import ops
+    from .runtime import import_keras
+
+    ops = import_keras().ops
 
     logs = ops.log(ops.cast(x, "float32") + ops.convert_to_tensor(pseudocount_vector()))
     parts = []

@@ -29,9 +29,9 @@ RECORDS = [
 ]
 
 
-def count(tmp_path: Path, *inputs, extra=(), name="out") -> tuple[np.ndarray, list[str], int]:
+def count(tmp_path: Path, *inputs, extra=(), name="out", quiet=True) -> tuple[np.ndarray, list[str], int]:
     ids, mat = tmp_path / f"{name}.txt", tmp_path / f"{name}.npy"
-    status = call_cli(calculate_kmer_frequencies, ["-i", *inputs, "-id", ids, "-k", mat, "--quiet", *extra])
+    status = call_cli(calculate_kmer_frequencies, ["-i", *inputs, "-id", ids, "-k", mat, *["--quiet"] * quiet, *extra])
     if status != 0:
         return None, None, status
     return np.load(mat), ids.read_text().splitlines(), status
@@ -117,7 +117,7 @@ def test_chop_and_keep_full(tmp_path, fasta):
 
 
 def test_min_length_skips_and_reports(tmp_path, fasta, capsys):
-    m, ids, _ = count(tmp_path, fasta, extra=["--min-length", "1205"])  # contig_2 is exactly 1205 long
+    m, ids, _ = count(tmp_path, fasta, extra=["--min-length", "1205"], quiet=False)  # contig_2 is exactly 1205 long
     assert ids == ["contig_1", "contig_2", "contig_3"]
     assert "1 shorter than --min-length skipped" in capsys.readouterr().err
 
@@ -133,7 +133,7 @@ def test_float16(tmp_path, fasta):
 def test_records_without_bases_give_zero_rows_and_are_reported(tmp_path, capsys):
     p = tmp_path / "in.fa"
     p.write_text(">empty\n>only_n\nNNNNNNNN\n>ok\nACGTACGTAC\n")
-    m, ids, _ = count(tmp_path, p)
+    m, ids, _ = count(tmp_path, p, quiet=False)
     assert ids == ["empty", "only_n", "ok"]
     assert not m[:2].any() and m[2, 0] == 10
     assert "2 with no A/C/G/T base" in capsys.readouterr().err

@@ -33,6 +33,11 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path):
     assert len(ids) == 2 * 150 and len(set(ids)) == len(ids)
     assert np.load(out / "emb.npy").shape[0] == len(ids) == np.load(out / "map.npy").shape[0]
     assert "PCA" in page and "CLR" in page
+    # Leiden beside HDBSCAN, each scored against the mock's genomes; bins of the Leiden clusters.
+    assert re.search(r"HDBSCAN on the map: \d+ clusters, ARI [-0-9.]+ against the genomes", page)
+    assert re.search(r"Leiden on the latent vectors \(resolution 1\): \d+ clusters, ARI [-0-9.]+ against the genomes", page)
+    binned = [line.split("\t")[0] for line in (out / "bins" / "contig_bins.tsv").read_text().splitlines()]
+    assert len(set(binned)) == len(binned) and set(binned) <= set(ids)
 
 
 def test_mock_metagenome_labels_cover_every_contig(tmp_path):

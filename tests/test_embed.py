@@ -278,3 +278,45 @@ def test_default_model_numpy_matches_keras():
     k, n = embed.load_encoder(None, "keras"), embed.load_encoder(None, "numpy")
     assert k.input_dim == N_FEATURES and k.latent == n.latent
     assert np.abs(embed.embed_rows(k, rows) - embed.embed_rows(n, rows)).max() < 1e-4
+
+
+def test_many_inputs_to_a_folder_with_one_encoder_load(work, tmp_path, monkeypatch):
+    """`embedding -i a.fa b.npy c.fa.gz -o DIR/`: each output equals the single-input command; the encoder loads once."""
+    import gzip
+
+    (tmp_path / "s2.fa.gz").write_bytes(gzip.compress((work / "contigs.fa").read_bytes()))
+    assert call_cli(embedding, ["-m", work / "tiny.json", "-i", work / "contigs.fa", "-o", tmp_path / "contigs1.npy",
+                                "--min-length", "1000", "--quiet"]) == 0
+    assert call_cli(embedding, ["-m", work / "tiny.json", "-i", work / "kmers.npy", "-o", tmp_path / "kmers1.npy", "--quiet"]) == 0
+    loads = []
+    real = embed.load_encoder
+    monkeypatch.setattr(embed, "load_encoder", lambda *a, **k: loads.append(a) or real(*a, **k))
+    out = tmp_path / "emb"
+    assert call_cli(embedding, ["-m", work / "tiny.json", "-i", work / "contigs.fa", work / "kmers.npy", tmp_path / "s2.fa.gz",
+                                "-o", f"{out}/", "--min-length", "1000", "--quiet", "--batch-size", "7"]) == 0
+    assert len(loads) == 1
+    assert sorted(os.listdir(out)) == ["contigs.npy", "contigs.txt", "kmers.npy", "kmers.txt", "s2.npy", "s2.txt"]
+    ref_fa, ref_m = np.load(tmp_path / "contigs1.npy"), np.load(tmp_path / "kmers1.npy")
+    np.testing.assert_allclose(np.load(out / "contigs.npy"), ref_fa, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "s2.npy"), ref_fa, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "kmers.npy"), ref_m, rtol=1e-5, atol=1e-5)
+    assert (out / "contigs.txt").read_text() == (out / "s2.txt").read_text() == (tmp_path / "contigs1.txt").read_text()
+    assert (out / "kmers.txt").read_text() == (work / "kmers.txt").read_text()
+    assert ref_fa.shape[0] < ref_m.shape[0]  # --min-length applied to the FASTA inputs only
+
+
+def test_many_inputs_errors_before_any_output(work, tmp_path, capsys):
+    out = tmp_path / "emb"
+    out.mkdir()
+    (out / "kmers.npy").write_bytes((work / "kmers.npy").read_bytes())
+    cases = [
+        (["-i", work / "kmers.npy", work / "contigs.fa", work / "kmers.npy"], "would both write kmers.npy"),
+        (["-i", out / "kmers.npy"], "would overwrite this input"),
+        (["-i", work / "kmers.npy", tmp_path / "nope.fa"], "no such file"),
+        (["-i", work / "kmers.npy", "--ids-out", tmp_path / "x.txt"], "--ids-out is for a single output"),
+    ]
+    for argv, msg in cases:
+        assert call_cli(embedding, ["-m", work / "tiny.json", *argv, "-o", f"{out}/", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("embedding: error:") and msg in err[-1], (argv, err)
+        assert sorted(os.listdir(out)) == ["kmers.npy"]

@@ -300,7 +300,7 @@ def test_command_errors_are_one_clear_line(files, tmp_path, capsys, case):
     fn, args, expect = {
         "missing": (cli.tsne, ["-e", tmp_path / "nope.npy", "-o", out], "no such file"),
         "mismatch": (cli.tsne, ["-e", d / "emb.npy", "-id", bad_ids, "-o", out], "rows but"),
-        "wrong_shape": (cli.cluster, ["-c", d / "emb.npy", "-id", d / "ids.txt", "-o", tmp_path / "c.tsv"], "(N, 2)"),
+        "wrong_shape": (cli.cluster, ["--space", "tsne", "-c", d / "emb.npy", "-id", d / "ids.txt", "-o", tmp_path / "c.tsv"], "(N, 2)"),
         "not_lengths": (cli.tsne, ["-e", d / "latent.npy", "-o", out], "--no-length-column"),
         "no_group_match": (cli.compare_groups, ["-c", tmp_path / "m.npy", "-id", d / "ids.txt", "--prefix", "water=W_",
                                                 "--prefix", "soil=Q_", "-o", tmp_path / "c"], "'soil' (prefix 'Q_') matches none"),

@@ -127,3 +127,78 @@ def test_count_of_ids_files_must_match(tmp_path, capsys):
     _, _, pa, ida = make(tmp_path, "a", 4)
     assert call_cli(concatenate_matrices, ["-i", pa, pa, "-id", ida, "-o", tmp_path / "o"]) == 2
     assert "one ID file per matrix" in error_line(capsys)
+
+
+# --------------------------------------------------------------------------- bucket shuffle (issue 12)
+
+
+def shuffled(tmp_path: Path, parts: list[tuple[np.ndarray, list[str], Path, Path]], name: str, **kw):
+    out = str(tmp_path / name)
+    matrix.concatenate([str(p[2]) for p in parts], [str(p[3]) for p in parts], out, shuffle=True, **kw)
+    return np.load(out + ".npy", allow_pickle=False), (tmp_path / f"{name}.txt").read_text().splitlines()
+
+
+def assert_pairs_kept(parts, m: np.ndarray, ids: list[str]) -> None:
+    truth = {i: r for p in parts for i, r in zip(p[1], p[0])}
+    assert len(ids) == m.shape[0] == len(truth) and sorted(ids) == sorted(truth)
+    np.testing.assert_array_equal(m, np.stack([truth[i] for i in ids]))
+
+
+@pytest.mark.parametrize("mem_bytes", [1 << 30, 40 * 9 * 4, 7 * 9 * 4, 9 * 4])  # K = 1, several, many, one row per bucket
+def test_bucket_shuffle_is_a_permutation_for_any_bucket_count(tmp_path, mem_bytes):
+    parts = [make(tmp_path, "a", 23, cols=9, seed=1), make(tmp_path, "b", 1, cols=9, seed=2),
+             make(tmp_path, "c", 17, cols=9, seed=3)]
+    k, stage = matrix.shuffle_plan(41, 9 * 4, mem_bytes)
+    assert (k == 1) == (mem_bytes == 1 << 30) and stage >= 1
+    m, ids = shuffled(tmp_path, parts, "s", seed=3, mem_bytes=mem_bytes, chunk_bytes=5 * 9 * 4)
+    assert_pairs_kept(parts, m, ids)
+    assert ids != [i for p in parts for i in p[1]]
+
+
+def test_bucket_shuffle_seeded_and_independent_of_chunking(tmp_path):
+    parts = [make(tmp_path, "a", 60, cols=5, seed=1), make(tmp_path, "b", 45, cols=5, seed=2)]
+    _, ids1 = shuffled(tmp_path, parts, "s1", seed=11, mem_bytes=300)
+    _, ids2 = shuffled(tmp_path, parts, "s2", seed=11, mem_bytes=300, chunk_bytes=3 * 5 * 4)
+    _, ids3 = shuffled(tmp_path, parts, "s3", seed=12, mem_bytes=300)
+    assert ids1 == ids2  # the chunk size changes the I/O, never the order
+    assert ids1 != ids3
+    assert matrix.shuffle_plan(105, 20, 300)[0] > 1  # several buckets really were used
+
+
+def test_bucket_shuffle_positions_are_uniform(tmp_path):
+    """Over many seeds, each input row lands first about equally often (a bucket or in-bucket bias would show)."""
+    parts = [make(tmp_path, "a", 6, cols=4, seed=1)]
+    first = []
+    for seed in range(240):
+        _, ids = shuffled(tmp_path, parts, "u", seed=seed, mem_bytes=6 * 16 // 2)  # K = 6 buckets
+        first.append(ids[0])
+    counts = [first.count(f"a_{i}") for i in range(6)]
+    assert min(counts) > 20 and max(counts) < 65, counts  # expected 40 each
+
+
+def test_bucket_shuffle_float16_and_empty_input(tmp_path):
+    parts = [make(tmp_path, "h", 30, cols=7, dtype=np.float16, seed=4), make(tmp_path, "e", 0, cols=7, dtype=np.float16)]
+    m, ids = shuffled(tmp_path, parts, "s", seed=1, mem_bytes=200)
+    assert m.dtype == np.float16
+    assert_pairs_kept(parts, m, ids)
+    empty = [make(tmp_path, "z", 0, cols=7)]
+    m, ids = shuffled(tmp_path, empty, "z2", seed=1)
+    assert m.shape == (0, 7) and ids == []
+
+
+def test_bucket_shuffle_leaves_no_temporary_on_failure(tmp_path, monkeypatch):
+    parts = [make(tmp_path, "a", 30, cols=5, seed=1)]
+    calls = []
+
+    def failing_pwrite(fd, data, offset):
+        calls.append(offset)
+        if len(calls) == 3:  # mid-way through the scatter
+            raise OSError(28, "No space left on device")
+        return real(fd, data, offset)
+
+    real = matrix._pwrite_all
+    monkeypatch.setattr(matrix, "_pwrite_all", failing_pwrite)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(OSError):
+        shuffled(tmp_path, parts, "s", seed=1, mem_bytes=200)
+    assert len(calls) == 3 and sorted(p.name for p in tmp_path.iterdir()) == before

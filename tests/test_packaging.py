@@ -71,6 +71,8 @@ def _link_top_levels(dists, into: Path) -> None:
     """Symlink each distribution's top-level files and folders (from its RECORD) into ``into``."""
     for dist in dists:
         tops = {Path(str(f)).parts[0] for f in (dist.files or []) if not str(f).startswith("..")}
+        if not tops:  # installed without a RECORD (e.g. by a system package manager): its top-level names
+            tops = {t + suffix for t in (dist.read_text("top_level.txt") or "").split() for suffix in ("", ".py")}
         for top in tops:
             src, dst = Path(dist.locate_file(top)), into / top
             if src.exists() and not dst.exists() and top != "__pycache__":

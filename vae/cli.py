@@ -37,8 +37,13 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.Argum
     except InputError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no output was written", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # A command that kept something (train_vae's last epoch) says what in the exception; it has already said it
+        # on stderr unless --quiet silenced that, and --quiet still reports the outcome of an interruption.
+        if not e.args:
+            print(f"{prog}: interrupted; no output was written", file=sys.stderr)
+        elif getattr(args, "quiet", False):
+            print(e.args[0], file=sys.stderr)
         return 130
     except BrokenPipeError:
         # Downstream of a pipe closed early (e.g. `| head`): not our failure to report.
@@ -115,8 +120,13 @@ def calculate_kmer_frequencies_parser() -> argparse.ArgumentParser:
     p.add_argument("-id", "--ids", required=True, metavar="IDS.txt", help="output IDs file, one per row")
     p.add_argument("-k", "--kmers", required=True, metavar="KMERS.npy", help="output matrix")
     p.add_argument("--min-length", type=_positive_int, default=0, metavar="N", help="skip sequences shorter than N characters")
-    p.add_argument("--chop", type=_positive_int, default=0, metavar="L",
-                   help="cut each sequence of length >= L into floor(len/L) equal pieces (IDs id.1, id.2, ...); shorter ones are kept whole")
+    p.add_argument("--chop", default="0", metavar="L|MIN:MAX",
+                   help="L: cut each sequence of length >= L into floor(len/L) equal pieces (IDs id.1, id.2, ...); "
+                        "MIN:MAX: into consecutive pieces of random log-uniform lengths in [MIN, MAX] (--seed), "
+                        "the end that a length would leave shorter than MIN joining the last piece; sequences shorter "
+                        "than L or MIN are kept whole (0 = no chopping)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="seed of --chop MIN:MAX (each record's pieces depend only on it and the record's ID)")
     p.add_argument("--keep-full", action="store_true", help="with --chop, also keep the whole sequence")
     p.add_argument("--threads", type=_positive_int, default=0, help="worker threads (0 = all cores)")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="matrix dtype (float16 halves the size; lengths saturate at 65504)")
@@ -125,14 +135,15 @@ def calculate_kmer_frequencies_parser() -> argparse.ArgumentParser:
 
 
 def _calculate_kmer_frequencies(args: argparse.Namespace) -> int:
-    from .count import CountOptions, count_files
+    from .count import CountOptions, count_files, parse_chop
     from .paths import check_paths
     from .progress import counting_bar
 
     check_paths(args.input, [args.ids, args.kmers])
-    _warn_large_output(args.input, args.chop, args.dtype)
-    opts = CountOptions(min_length=args.min_length, chop=args.chop, keep_full=args.keep_full,
-                        threads=args.threads, dtype=args.dtype)
+    chop, chop_max = parse_chop(args.chop)
+    _warn_large_output(args.input, chop, args.dtype)
+    opts = CountOptions(min_length=args.min_length, chop=chop, chop_max=chop_max, seed=args.seed,
+                        keep_full=args.keep_full, threads=args.threads, dtype=args.dtype)
     with counting_bar(disable=args.quiet) as update:
         stats = count_files(args.input, args.ids, args.kmers, opts, progress=update)
     print(f"calculate_kmer_frequencies: {stats.summary()} -> {args.kmers}", file=sys.stderr)
@@ -160,7 +171,7 @@ def concatenate_matrices_parser() -> argparse.ArgumentParser:
     p = _parser(
         "concatenate_matrices",
         "Concatenate k-mer matrices and their ID files into NAME.npy and NAME.txt, keeping every\n"
-        "(ID, row) pair together; --shuffle permutes rows out of core (bounded memory).\n\n"
+        "(ID, row) pair together; --shuffle permutes rows out of core (two sequential passes, ~256 MB of rows in RAM).\n\n"
         "example: concatenate_matrices -i a.npy b.npy -id a.txt b.txt -o train --shuffle",
     )
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="NPY", help="input matrices")
@@ -239,14 +250,32 @@ def train_vae_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=_positive_int, default=D.steps_per_epoch, metavar="N",
                    help="batches per epoch (0 = one pass over the training rows)")
     p.add_argument("--workers", type=_positive_int, default=D.workers, help="reader threads (0 = from the number of cores)")
+    p.add_argument("--devices", type=int, default=D.devices, metavar="N",
+                   help="data-parallel training on N GPUs (tf.distribute.MirroredStrategy: each global batch of "
+                        "--batch-size rows split across them); 0 = all visible GPUs")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-epoch lines remain)")
+    p.add_argument("--kmers", default=D.kmers, metavar="A-B",
+                   help="model only the k-mer groups of k = A..B (e.g. 1-5: 692 inputs); the encoder records its "
+                        "columns, so it still takes the full matrix")
+    p.add_argument("--denoise", default=D.denoise, metavar="MIN:MAX",
+                   help="denoising: replace part of each training batch by the profile each sequence would show if "
+                        "it were only L bp long (L log-uniform in MIN..MAX, below its length; k-mer counts resampled), "
+                        "the target staying the clean profile (default: off)")
+    p.add_argument("--denoise-fraction", type=float, default=D.denoise_fraction, metavar="F",
+                   help="share of each batch resampled with --denoise")
+    p.add_argument("--bn-momentum", type=float, default=D.bn_momentum, metavar="M",
+                   help="BatchNorm momentum (0 = 1 - 2/steps per epoch within [0.5, 0.99], so that validation, which "
+                        "uses the moving statistics, tracks training on small runs; Keras' default is 0.99)")
+    p.add_argument("--group-weights", default=D.group_weights, metavar="K=W[,K=W...]",
+                   help="weights of each k-mer group's squared errors in the reconstruction loss, e.g. 6=0.2 "
+                        "(unnamed groups: 1; all 1 = the plain sum of squared errors)")
     return p
 
 
 def _train_vae(args: argparse.Namespace) -> int:
     import time
 
-    from .train import TrainingInterrupted, TrainOptions, train
+    from .train import TrainOptions, train
 
     run_dir = args.output
     if run_dir is None:
@@ -262,12 +291,12 @@ def _train_vae(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, max_samples=args.max_samples, seed=args.seed, dropout=args.dropout,
         patience=args.patience, lr_factor=args.lr_factor, min_lr=args.min_lr, early_stopping=args.early_stopping,
         resume=args.resume, mixed_precision=args.mixed_precision, steps_per_epoch=args.steps_per_epoch,
-        workers=args.workers, quiet=args.quiet,
+        workers=args.workers, quiet=args.quiet, devices=args.devices, kmers=args.kmers,
+        denoise=args.denoise, denoise_fraction=args.denoise_fraction, bn_momentum=args.bn_momentum,
+        group_weights=args.group_weights,
     )
     try:
-        train(opts)
-    except TrainingInterrupted:
-        return 130  # train() has said where the last completed epoch is
+        train(opts)  # TrainingInterrupted (Ctrl-C) says where the last completed epoch is: run() reports it
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
@@ -310,14 +339,17 @@ def embedding_parser() -> argparse.ArgumentParser:
         "examples:\n"
         "  embedding -m encoder.keras < kmers.npy > emb.npy\n"
         "  embedding -i contigs.fa.gz -o emb.npy            # default model; IDs -> emb.txt\n"
-        "  embedding -i kmers.npy -o emb.npy --engine numpy  # no TensorFlow needed",
+        "  embedding -i kmers.npy -o emb.npy --engine numpy  # no TensorFlow needed\n"
+        "  embedding -i s1.fa.gz s2.npy -o embeddings/       # one encoder load; embeddings/s1.npy + .txt, ...",
     )
     p.add_argument("-m", "--model", metavar="ENCODER",
                    help="encoder .keras, or a portable export (.json/.npz from export_encoder); "
                         "default: the shipped model (Models/default/)")
     p.add_argument("-i", "--input", nargs="+", metavar="FILE",
                    help="k-mer matrix .npy, or FASTA files (plain or .gz; detected by name or content); default: .npy on stdin")
-    p.add_argument("-o", "--output", metavar="EMB.npy", help="output .npy (written atomically); default: stdout")
+    p.add_argument("-o", "--output", metavar="EMB.npy",
+                   help="output .npy (written atomically); default: stdout. A folder (ending in / or existing): "
+                        "each input gets FOLDER/<name>.npy + <name>.txt (a matrix's IDs copied from the .txt beside it)")
     p.add_argument("--ids-out", metavar="IDS.txt", help="IDs file for FASTA input (default: the output name with .txt)")
     p.add_argument("--engine", choices=["auto", "keras", "numpy"], default="auto",
                    help="keras (TensorFlow) or numpy (portable export, no TensorFlow); auto = keras when TensorFlow is installed")
@@ -342,6 +374,8 @@ def _embedding(args: argparse.Namespace) -> int:
         raise InputError("--batch-size must be >= 1")
     if args.input == ["-"]:
         args.input = None  # stdin: a .npy stream (FASTA must be a file, counted before embedding)
+    if args.output and (args.output.endswith(("/", os.sep)) or os.path.isdir(args.output)):
+        return _embedding_to_dir(args)
     kinds = [sniff_input(p) for p in args.input] if args.input else ["npy"]
     if "npy" in kinds and len(kinds) > 1:
         raise InputError("give one .npy matrix, or one or more FASTA files (concatenate matrices with concatenate_matrices)")
@@ -396,6 +430,38 @@ def _embedding(args: argparse.Namespace) -> int:
     where = args.output or "stdout"
     print(f"embedding: {n:,} rows -> {where} ({engine} engine, latent {encoder.latent}, {encoder.source}; "
           f"{n / dt if dt > 0 else 0:,.0f} rows/s){'; IDs -> ' + ids_out if fasta else ''}", file=sys.stderr)
+    return 0
+
+
+def _embedding_to_dir(args: argparse.Namespace) -> int:
+    """``-o DIR/``: every input to DIR/<name>.npy + .txt with one encoder load."""
+    import time
+
+    from .count import CountOptions
+    from .embed import EmbedManyOptions, embed_many, load_encoder, plan_many
+    from .progress import counting_bar, rows_bar
+
+    if not args.input:
+        raise InputError("-o FOLDER/ needs input files (-i A B ...): stdin has no name to write under")
+    if args.ids_out:
+        raise InputError("--ids-out is for a single output; with -o FOLDER/ the IDs go to FOLDER/<name>.txt")
+    opts = EmbedManyOptions(args.input, args.output, args.batch_size,
+                            CountOptions(min_length=args.min_length, chop=args.chop, threads=args.threads))
+    if not os.path.isdir(args.output) and os.path.exists(args.output.rstrip("/" + os.sep)):
+        raise InputError(f"{args.output}: exists and is not a folder")
+    kinds = [k for _, k, _, _ in plan_many(opts)]  # checks names and matrices before the encoder loads
+    if "fasta" not in kinds and (args.chop or args.min_length):
+        raise InputError("--chop and --min-length are for FASTA input; a matrix keeps its rows")
+    encoder = load_encoder(args.model, args.engine)
+    t0 = time.perf_counter()
+    with rows_bar(None, desc="embedding", disable=args.quiet) as update, counting_bar(disable=args.quiet) as cupdate:
+        done = embed_many(encoder, opts, progress=update, count_progress=cupdate)
+    dt = time.perf_counter() - t0
+    n = sum(r for _, r, _ in done)
+    for out, rows, note in done:
+        print(f"embedding: {rows:,} rows -> {out}; {note}", file=sys.stderr)
+    print(f"embedding: {len(done)} inputs, {n:,} rows, one encoder load ({encoder.source}; "
+          f"{n / dt if dt > 0 else 0:,.0f} rows/s)", file=sys.stderr)
     return 0
 
 
@@ -736,82 +802,76 @@ def tsne(argv: Argv = None) -> int:
 def cluster_parser() -> argparse.ArgumentParser:
     p = _parser(
         "cluster",
-        "HDBSCAN clusters of a t-SNE map (default) or of the latent vectors (--space latent).\n"
-        "Writes ID<TAB>cluster (noise = -1; clusters numbered by decreasing size), a JSON summary\n"
-        "(clusters, noise fraction, sizes; also printed) and a PNG of the map coloured by cluster.\n\n"
-        "Defaults scale with N: min_cluster_size = max(15, N/4800) (the original's 1000 at 4.8M\n"
-        "points), min_samples = max(5, min_cluster_size/10) (its 100).\n\n"
-        "example: cluster -c map.npy -id ids.txt -o clusters.tsv   # + clusters.json, clusters.png\n"
-        "         cluster --space latent -e emb.npy -c map.npy -id ids.txt -o latent_clusters.tsv",
+        "Clusters of contigs: Leiden on the k-nearest-neighbour graph of the latent vectors (--method\n"
+        "leiden, what binners do now), or HDBSCAN (default) on a t-SNE map or on the latent vectors.\n"
+        "-c is what is clustered: an embeddings matrix (N, 1 + latent; the length column is dropped) or\n"
+        "a map (N, 2). Writes ID<TAB>cluster (noise = -1; clusters numbered by decreasing size; with\n"
+        "several resolutions a header and one column each), a JSON summary, a PNG of the map coloured\n"
+        "by cluster (the map itself, or --map), and with --labels the ARI, NMI, purity and completeness\n"
+        "of each clustering against each label column (printed and in the summary). With --fasta and\n"
+        "--bins-dir: one FASTA per cluster (records copied byte for byte) and DIR/contig_bins.tsv.\n\n"
+        "Leiden: exact neighbours below 50,000 points, HNSW above; edges weighted by shared neighbours\n"
+        "(snn) or distance; higher --resolution = more, smaller clusters. HDBSCAN defaults scale with N:\n"
+        "min_cluster_size = max(15, N/4800), min_samples = max(5, min_cluster_size/10).\n\n"
+        "example: cluster --method leiden -c emb.npy -id emb.txt --resolution 0.5 1 2 --map map.npy \\\n"
+        "             --labels taxonomy.tsv --fasta contigs.fa.gz --bins-dir bins -o leiden.tsv\n"
+        "         cluster -c map.npy -id ids.txt -o clusters.tsv   # HDBSCAN on the map; + .json, .png",
     )
-    p.add_argument("-c", "--coords", metavar="MAP.npy", help="t-SNE coordinates (N, 2): clustered by default, and drawn")
-    p.add_argument("-e", "--embeddings", metavar="EMB.npy", help="embeddings (N, 1 + latent), clustered with --space latent")
+    p.add_argument("-c", "--coords", dest="input", metavar="EMB.npy|MAP.npy",
+                   help="what to cluster: embeddings (N, 1 + latent) or a t-SNE map (N, 2); with -e: the map")
+    p.add_argument("-e", "--embeddings", metavar="EMB.npy", help="(older form) embeddings, clustered with --space latent; -c is then the map")
     p.add_argument("-id", "--ids", required=True, metavar="IDS.txt", help="IDs of the rows")
     p.add_argument("-o", "--output", required=True, metavar="CLUSTERS.tsv", help="output ID<TAB>cluster")
-    p.add_argument("--space", choices=["tsne", "latent"], default="tsne", help="cluster the map or the latent vectors")
+    p.add_argument("--map", metavar="MAP.npy", help="t-SNE map (N, 2) to draw the clusters on")
+    p.add_argument("--method", choices=["hdbscan", "leiden"], default="hdbscan", help="clustering method")
+    p.add_argument("--space", choices=["tsne", "latent"], default=None, help="force what is clustered (default: by the shape of -c)")
     p.add_argument("--no-length-column", action="store_true", help="the embeddings are a plain (N, latent) matrix")
-    p.add_argument("--min-cluster-size", type=_positive_int, default=None, help="smallest cluster (default: scaled with N, see above)")
-    p.add_argument("--min-samples", type=_positive_int, default=None, help="HDBSCAN min_samples: larger = more conservative, more noise (default: max(5, min_cluster_size/10))")
+    g = p.add_argument_group("Leiden")
+    g.add_argument("-k", type=int, default=15, help="neighbours per point in the graph")
+    g.add_argument("--weight", choices=["snn", "distance"], default="snn", help="edge weight: shared neighbours, or a Gaussian of the distance")
+    g.add_argument("--mutual", action="store_true", help="keep only mutual kNN edges (default: union)")
+    g.add_argument("--resolution", nargs="+", type=_floats, default=None, metavar="R",
+                   help="one or several resolutions (> 0; higher = more clusters); one output column each (default: 1)")
+    g.add_argument("--neighbors", choices=["auto", "exact", "hnsw"], default="auto", help="neighbour search (auto: exact below 50,000 points)")
+    g.add_argument("--ef-construction", type=_positive_int, default=100, help="HNSW build-time search breadth (more = better recall, slower)")
+    g.add_argument("--ef", type=_positive_int, default=50, help="HNSW query-time search breadth")
+    h = p.add_argument_group("HDBSCAN")
+    h.add_argument("--min-cluster-size", type=_positive_int, default=None, help="smallest cluster (default: scaled with N, see above)")
+    h.add_argument("--min-samples", type=_positive_int, default=None, help="HDBSCAN min_samples: larger = more conservative, more noise (default: max(5, min_cluster_size/10))")
+    s = p.add_argument_group("scores and bins")
+    s.add_argument("--labels", metavar="TSV", help="ID<TAB>label... with a header (e.g. id, genome, genus): score each clustering")
+    s.add_argument("--fasta", nargs="+", default=[], metavar="FASTA", help="the contigs (plain or gzip) for --bins-dir")
+    s.add_argument("--bins-dir", metavar="DIR", help="write one FASTA per cluster (bin_C.fna) and DIR/contig_bins.tsv")
+    s.add_argument("--min-bin-size", type=_positive_int, default=200_000, metavar="BP", help="smallest bin written, in bp")
+    s.add_argument("--bins-gzip", action="store_true", help="gzip the bins (.fna.gz)")
+    s.add_argument("--bins-resolution", type=float, default=None, metavar="R", help="resolution whose clusters become bins (default: the first)")
     p.add_argument("--summary", metavar="JSON", help="summary file (default: beside the output, .json)")
-    _add_plot_args(p, "the map coloured by cluster (needs -c)")
-    p.add_argument("--threads", type=_positive_int, default=0, help="threads for core distances (0 = all cores)")
+    _add_plot_args(p, "the map coloured by cluster (needs a map: -c MAP.npy or --map)")
+    p.add_argument("--threads", type=_positive_int, default=0, help="threads (0 = all cores)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the neighbour graph and of Leiden")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     return p
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers, e.g. 0.5 1 2 or 0.5,1,2; got {text!r}") from None
+
+
 def _cluster(args: argparse.Namespace) -> int:
-    import time
+    from .cluster import ClusterOptions, run as run_cluster
 
-    from .explore import (cluster_points, cluster_summary, default_min_cluster_size, default_min_samples,
-                          format_cluster_summary, load_coords, load_embeddings, write_cluster_tsv)
-    from .matrix import check_output_dir
-
-    stem = _stem(args.output, ".tsv", ".txt")
-    summary_path = args.summary or stem + ".json"
-    png = None if (args.no_plot or not args.coords) else (args.png or stem + ".png")
-    from .paths import check_paths
-
-    check_paths([args.coords, args.embeddings, args.ids],
-                [args.output, summary_path, png, png and args.pdf and os.path.splitext(png)[0] + ".pdf"])
-    for path in filter(None, [args.output, summary_path, png]):
-        check_output_dir(path)
-    if args.space == "tsne" and not args.coords:
-        raise InputError("--space tsne needs the map: -c MAP.npy (or use --space latent with -e EMB.npy)")
-    if args.space == "latent" and not args.embeddings:
-        raise InputError("--space latent needs the embeddings: -e EMB.npy")
-    coords = ids = None
-    if args.coords:
-        coords, ids = load_coords(args.coords, args.ids)
-    if args.space == "latent":
-        emb = load_embeddings(args.embeddings, args.ids, length_column=not args.no_length_column)
-        if coords is not None and coords.shape[0] != len(emb):
-            raise InputError(f"{args.coords} has {coords.shape[0]:,} rows but {args.embeddings} has {len(emb):,}")
-        x, ids = emb.z, emb.ids
-    else:
-        x = coords
-    n = x.shape[0]
-    mcs = args.min_cluster_size or default_min_cluster_size(n)
-    ms = args.min_samples or default_min_samples(mcs)
-    if args.space == "latent" and n > 200_000:
-        print(f"cluster: warning: HDBSCAN in {x.shape[1]} dimensions over {n:,} points is slow; the map (--space tsne) is much faster",
-              file=sys.stderr)
-    print(f"cluster: HDBSCAN of {n:,} points in the {args.space} space ({x.shape[1]}-D), "
-          f"min_cluster_size={mcs}, min_samples={ms} ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    labels = cluster_points(x, mcs, ms, threads=args.threads)
-    seconds = time.perf_counter() - t0
-    summary = cluster_summary(labels)
-    summary.update(space=args.space, min_cluster_size=mcs, min_samples=ms, seconds=round(seconds, 2),
-                   input=os.path.abspath(args.coords if args.space == "tsne" else args.embeddings))
-    written = [args.output, summary_path]
-    if png:
-        from .plots import plot_clusters
-
-        written += plot_clusters(coords, labels, png, pdf=args.pdf,
-                                 title=f"HDBSCAN on the {'t-SNE map' if args.space == 'tsne' else 'latent space'}: "
-                                       f"{summary['n_clusters']:,} clusters, {summary['noise_fraction']:.1%} noise (N = {n:,})")
-    _emit_json(summary_path, summary)
-    write_cluster_tsv(args.output, ids, labels)  # last: the main output appears only when all else is done
-    print(f"cluster: {format_cluster_summary(summary)} ({seconds:.1f} s) -> {', '.join(written)}", file=sys.stderr)
+    run_cluster(ClusterOptions(
+        ids=args.ids, output=args.output, input=args.input, embeddings=args.embeddings, map=args.map, space=args.space,
+        length_column=not args.no_length_column, method=args.method, k=args.k, weight=args.weight, mutual=args.mutual,
+        resolutions=[r for group in args.resolution for r in group] if args.resolution else [1.0], neighbors=args.neighbors,
+        ef_construction=args.ef_construction, ef=args.ef,
+        min_cluster_size=args.min_cluster_size, min_samples=args.min_samples, labels=args.labels, fasta=args.fasta,
+        bins_dir=args.bins_dir, min_bin_size=args.min_bin_size, bins_gzip=args.bins_gzip, bins_resolution=args.bins_resolution,
+        summary=args.summary, png=args.png, no_plot=args.no_plot, pdf=args.pdf, threads=args.threads, seed=args.seed,
+        quiet=args.quiet))
     return 0
 
 
@@ -845,6 +905,7 @@ def compare_groups_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=float, default=1.0, help="Gaussian smoothing of the histograms, in bins (0 = none)")
     p.add_argument("--balanced", action="store_true", help="composition chart with groups weighted equally (the CSV has both)")
     p.add_argument("--pdf", action="store_true", help="also write each figure as PDF")
+    p.add_argument("--quiet", action="store_true", help="nothing but errors on stderr")
     return p
 
 
@@ -1052,6 +1113,7 @@ def demo_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a reduced version (what CI runs end to end)")
     p.add_argument("--simulated", action="store_true", help="use simulated genomes even when the real ones are present")
     p.add_argument("--seed", type=int, default=42, help="seed of every step")
+    p.add_argument("--quiet", action="store_true", help="nothing but errors on stderr (the report's path still goes to stdout)")
     return p
 
 

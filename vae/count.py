@@ -10,6 +10,8 @@ reads, parses and counts each block in turn.
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import math
 import os
 import sys
 import time
@@ -40,7 +42,9 @@ class CountOptions:
     """What to count and how (the command-line options of ``calculate_kmer_frequencies``)."""
 
     min_length: int = 0
-    chop: int = 0
+    chop: int = 0  # L of --chop L, or MIN of --chop MIN:MAX
+    chop_max: int = 0  # MAX of --chop MIN:MAX (0: --chop L)
+    seed: int = 42  # of the random piece lengths of --chop MIN:MAX
     keep_full: bool = False
     threads: int = 0
     dtype: str = "float32"
@@ -87,6 +91,64 @@ def chop_pieces(length: int, chop: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(n)]
 
 
+def parse_chop(text: str) -> tuple[int, int]:
+    """``--chop``: ``"L"`` -> (L, 0); ``"MIN:MAX"`` -> (MIN, MAX); InputError with a one-line reason."""
+    parts = str(text).split(":")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1 and values[0] >= 0:
+        return values[0], 0
+    if len(values) == 2 and 1 <= values[0] <= values[1]:
+        return values[0], values[1]
+    raise InputError(f"--chop takes L or MIN:MAX with 1 <= MIN <= MAX (bp), got {text!r}")
+
+
+def _tileable(r: int, lo: int, hi: int) -> bool:
+    """Whether ``r`` bases can be cut into whole pieces of lengths in [lo, hi] (0 can: no piece)."""
+    return r == 0 or (r >= lo and -(-r // hi) * lo <= r)
+
+
+def random_pieces(length: int, lo: int, hi: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Consecutive pieces tiling ``length`` bases, of log-uniform random lengths in [lo, hi] (``--chop MIN:MAX``).
+
+    As with :func:`chop_pieces`, no base is dropped and no piece is shorter than
+    ``lo``; a sequence shorter than ``lo`` gives no piece (it is kept whole).
+    Each length is drawn log-uniformly; where it would leave an end that cannot
+    be cut into pieces of [lo, hi] (e.g. 300 bases), it moves to the nearest
+    length that can (mostly the last piece takes the end). Only a length that
+    cannot be tiled at all (possible when hi < 2 lo, e.g. 1,700 bases at
+    1000:1500) ends with one longer piece, shorter than hi + lo.
+    """
+    pieces: list[tuple[int, int]] = []
+    pos, log_lo, log_span = 0, math.log(lo), math.log(hi + 1) - math.log(lo)
+    while length - pos >= lo:
+        rest = length - pos
+        size = min(hi, rest, max(lo, int(math.exp(log_lo + rng.random() * log_span))))
+        left = rest - size
+        if not _tileable(left, lo, hi):
+            m = -(-left // hi)  # left lies in the gap between (m-1) pieces of hi and m pieces of lo
+            ok = [r for r in ((m - 1) * hi, m * lo) if lo <= rest - r <= hi and _tileable(r, lo, hi)]
+            if ok:
+                left = min(ok, key=lambda r: abs(r - left))
+            elif rest - hi >= lo:  # untileable length: go on with a full piece, the end comes later
+                left = rest - hi
+            else:
+                left = 0  # the end: one piece of up to hi + lo - 1
+            size = rest - left
+        pieces.append((pos, pos + size))
+        pos += size
+    return pieces
+
+
+def record_rng(seed: int, record_id: str) -> np.random.Generator:
+    """The random stream of one record: from the seed and its ID, so pieces do not depend on threads,
+    blocks or the other records."""
+    digest = hashlib.blake2b(record_id.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest, "little")])
+
+
 @dataclass
 class BlockResult:
     """One block's rows and their IDs, in input order, and what the block held."""
@@ -128,7 +190,10 @@ def _count_block(buf: bytes, name: str, opts: CountOptions) -> BlockResult:
             continue
         bases += nb
         empty += nb == 0
-        pieces = chop_pieces(e - s, opts.chop) if opts.chop else []
+        if opts.chop_max:
+            pieces = random_pieces(e - s, opts.chop, opts.chop_max, record_rng(opts.seed, rid)) if e - s >= opts.chop else []
+        else:
+            pieces = chop_pieces(e - s, opts.chop) if opts.chop else []
         if not pieces or opts.keep_full:
             starts.append(s)
             stops.append(e)
@@ -200,6 +265,12 @@ def check_options(inputs: Sequence[str], opts: CountOptions) -> None:
                          "(and the matrix one 11 kB row per few bases); use a length of at least a few hundred bases")
     if opts.keep_full and not opts.chop:
         raise InputError("--keep-full only makes sense with --chop")
+    if opts.chop_max and not 1 <= opts.chop <= opts.chop_max:
+        raise InputError(f"--chop MIN:MAX needs 1 <= MIN <= MAX, got {opts.chop}:{opts.chop_max}")
+    if opts.chop_max < 0:
+        raise InputError("--chop MAX must be >= 1")
+    if opts.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {opts.seed}")
     if sum(1 for p in inputs if p == "-") > 1:
         raise InputError("stdin ('-') can be given only once")
     for p in inputs:

@@ -103,13 +103,21 @@ def run_demo(out: str, settings: DemoSettings) -> str:
     d.run("t-SNE", cli.tsne, "-e", d.path("emb.npy"), "-id", d.path("all.txt"), "-o", d.path("map.npy"),
           "--seed", s.seed, "--quiet")
     d.run("cluster", cli.cluster, "-c", d.path("map.npy"), "-id", d.path("all.txt"), "-o", d.path("clusters.tsv"),
-          "--summary", d.path("clusters.json"))
+          "--summary", d.path("clusters.json"), "--labels", mg.labels)
+    # Leiden on the latent vectors themselves (what binners do), drawn on the same map, with bins of the contigs.
+    d.run("cluster (Leiden)", cli.cluster, "--method", "leiden", "-c", d.path("emb.npy"), "-id", d.path("all.txt"),
+          "--map", d.path("map.npy"), "--resolution", *LEIDEN_RESOLUTIONS, "--labels", mg.labels,
+          "--fasta", *mg.fastas.values(), "--bins-dir", d.path("bins"), "-o", d.path("leiden.tsv"), "--seed", s.seed)
     d.run("compare samples", cli.compare_groups, "-c", d.path("map.npy"), "-id", d.path("all.txt"),
           *[a for x in samples for a in ("--prefix", f"{x}={x}_")], "--clusters", d.path("clusters.tsv"),
           "-o", d.path("compare"))
     report = write_report(d, mg, time.perf_counter() - t0)
     print(f"\ndemo: done in {time.perf_counter() - t0:.0f} s; open {report}", file=sys.stderr)
     return report
+
+
+#: Resolutions of the demo's Leiden step; the first is drawn and binned.
+LEIDEN_RESOLUTIONS = (1.0, 0.5, 2.0)
 
 
 def _json(path: str) -> dict:
@@ -124,6 +132,11 @@ def _figure(d: Demo, name: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def _genome_aris(summary: dict) -> list[float]:
+    """ARI against the genome labels of each clustering in a ``cluster`` summary."""
+    return [s["ari"] for s in summary["scores"]["genome"]["by_resolution"]]
+
+
 def write_report(d: Demo, mg: mock.MockMetagenome, seconds: float) -> str:
     """``index.html``: what was run, the numbers against baselines, and the figures."""
     def printed(step: str) -> str:
@@ -133,15 +146,21 @@ def write_report(d: Demo, mg: mock.MockMetagenome, seconds: float) -> str:
     verify_text = printed("verify vs PCA and CLR")
     labels_text = printed("label agreement")
     clusters = _json(d.path("clusters.json"))
+    leiden = _json(d.path("leiden.json"))
     with open(d.path("compare.composition.csv")) as fh:
         composition = fh.read()
     rows = "".join(f"<tr><td>{html.escape(st.name)}</td><td><code>{html.escape(shlex.join(st.argv))}</code></td>"
                    f"<td>{st.seconds:.1f}</td></tr>" for st in d.steps)
     summary = ", ".join(f"{k}: {v}" for k, v in clusters.items() if not isinstance(v, (list, dict)))
+    hdb_ari = _genome_aris(clusters)
+    leiden_aris = _genome_aris(leiden)
+    leiden_scores = ", ".join(f"resolution {r:g}: {a:.2f}" for r, a in zip(LEIDEN_RESOLUTIONS, leiden_aris))
+    bins = leiden.get("bins", {})
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kmer-vae demo</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 img{{max-width:100%;border:1px solid #ddd}}figure{{margin:1.5em 0}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}
+.pair{{display:flex;gap:1em}}.pair figure{{flex:1;min-width:0}}
 td,th{{padding:.2em .6em;text-align:left;vertical-align:top}}code{{font-size:90%}}</style></head><body>
 <h1>kmer-vae demo</h1>
 <p>A mock metagenome of two samples ({', '.join(mg.fastas)}), {mg.n_contigs:,} contigs from {mg.n_genomes}
@@ -153,8 +172,16 @@ PCA and raw-CLR baselines computed in the same run and pool.</p>
 <h2>Are neighbours biologically related?</h2><pre>{html.escape(labels_text)}</pre>
 <h2>Maps</h2>
 {_figure(d, "map.png", "t-SNE map of the latent space")}
-{_figure(d, "clusters.png", "HDBSCAN clusters on the map")}
-<p>Clusters: {html.escape(summary)}</p>
+<div class="pair">
+{_figure(d, "clusters.png", f"HDBSCAN on the map: {clusters['n_clusters']} clusters, ARI {hdb_ari[0]:.2f} against the genomes")}
+{_figure(d, "leiden.png", f"Leiden on the latent vectors (resolution {LEIDEN_RESOLUTIONS[0]:g}): "
+                          f"{leiden['n_clusters']} clusters, ARI {leiden_aris[0]:.2f} against the genomes")}
+</div>
+<p>HDBSCAN clusters: {html.escape(summary)}</p>
+<p>Leiden (kNN graph of the {leiden['n_dimensions']}-D latent vectors, k = {leiden['k']}, {leiden['weight']} weights),
+adjusted Rand index against the {mg.n_genomes} genomes per resolution: {html.escape(leiden_scores)}.
+Bins of at least {bins.get('min_bin_size', 0):,} bp: {bins.get('n_bins', 0)} FASTA files holding
+{bins.get('n_contigs', 0):,} contigs in <code>bins/</code> (contig &rarr; bin in <code>bins/contig_bins.tsv</code>).</p>
 <h2>Water vs sediment</h2>
 {_figure(d, "compare.density.png", "density difference between the samples")}
 {_figure(d, "compare.overlay.png", "both samples over one map")}

@@ -36,13 +36,14 @@ from .errors import InputError
 from .artifacts import KERAS_NAME, SPEC_NAME, WEIGHTS_NAME, shipped_model_dir
 from .kmers import LENGTH_COLUMN, N_COLUMNS, N_FEATURES
 from .matrix import (NpyStreamWriter, atomic_path, atomic_text, check_output_dir, check_rows, commit_now, commit_together,
-                     open_matrix)
+                     open_matrix, read_ids)
 from .transform import clr
 
 #: The shipped model (package data; vae.artifacts owns the lookup and the file names).
 DEFAULT_MODEL_DIR = shipped_model_dir()
 PORTABLE_FORMAT = "kmer-vae-portable-encoder"
-PORTABLE_VERSION = 1
+#: 2 adds "columns" (models of some k-mer groups); files without it are written as version 1.
+PORTABLE_VERSION = 2
 #: Rows per inference batch: large enough that the matmuls dominate, small enough for a laptop (~50 MB of input).
 DEFAULT_BATCH = 4096
 ENGINES = ("auto", "keras", "numpy")
@@ -173,14 +174,24 @@ class _Op:
 class NumpyEncoder:
     """The portable encoder: float32 NumPy matmuls over the exported (folded) layers."""
 
-    def __init__(self, ops: list[_Op], input_dim: int, latent: int, source: str = "<memory>"):
+    def __init__(self, ops: list[_Op], input_dim: int, latent: int, source: str = "<memory>",
+                 columns: Sequence[int] | None = None):
         self.ops = ops
         self.input_dim = input_dim
         self.latent = latent
         self.source = source
+        # The features the first layer reads (a --kmers model), None = all input_dim; a slice when contiguous.
+        self.columns = None if columns is None else np.asarray(columns, dtype=np.int64)
+        self._take: slice | np.ndarray | None = None
+        if self.columns is not None:
+            c = self.columns
+            contiguous = c.size and np.array_equal(c, np.arange(c[0], c[0] + c.size))
+            self._take = slice(int(c[0]), int(c[0]) + c.size) if contiguous else c
 
     def z_mean(self, x: np.ndarray) -> np.ndarray:
         h = np.ascontiguousarray(x, dtype=np.float32)
+        if self._take is not None:
+            h = np.ascontiguousarray(h[:, self._take])
         for op in self.ops:
             if op.kind == "dense":
                 h = h @ op.w
@@ -214,9 +225,17 @@ class NumpyEncoder:
                 else:
                     raise InputError(f"{source}: unknown layer kind {kind!r}")
             input_dim, latent = int(spec["input_dim"]), int(spec["latent"])
+            columns = spec.get("columns")
         except KeyError as e:
             raise InputError(f"{source}: layer description or weights incomplete (missing {e})") from None
-        return cls(ops, input_dim, latent, source)
+        if columns is not None:
+            try:
+                columns = np.asarray(columns, dtype=np.int64).reshape(-1)
+            except (TypeError, ValueError):
+                raise InputError(f"{source}: 'columns' must be a list of feature indices") from None
+            if columns.size == 0 or columns.min() < 0 or columns.max() >= input_dim:
+                raise InputError(f"{source}: 'columns' must be feature indices in 0..{input_dim - 1}")
+        return cls(ops, input_dim, latent, source, columns)
 
     @classmethod
     def load(cls, path: str) -> "NumpyEncoder":
@@ -299,6 +318,7 @@ def portable_from_keras(model, source: str = "<memory>") -> tuple[dict, dict[str
     """The layer description and arrays of the z_mean branch of a Keras encoder, BatchNorm folded."""
     ops: list[dict] = []
     arrays: dict[str, list[np.ndarray]] = {}  # name -> [w, b], folded in place while walking
+    columns: list[int] | None = None
 
     def add_affine(kind: str, name: str, w: np.ndarray, b: np.ndarray) -> None:
         key = f"{len(ops):02d}_{name}"
@@ -309,6 +329,11 @@ def portable_from_keras(model, source: str = "<memory>") -> tuple[dict, dict[str
         cls, cfg = type(layer).__name__, layer.get_config()
         if cls in ("InputLayer", "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D"):
             continue  # identity at inference
+        if cls == "KmerColumns":
+            if ops or columns is not None:
+                raise InputError(f"cannot export: KmerColumns {layer.name!r} must be the first layer after the input")
+            columns = [int(c) for c in cfg["columns"]]
+            continue
         if cls == "Dense":
             w, *rest = [np.asarray(v) for v in layer.get_weights()]
             b = rest[0] if rest else np.zeros(w.shape[1], np.float32)
@@ -360,13 +385,18 @@ def portable_from_keras(model, source: str = "<memory>") -> tuple[dict, dict[str
             flat[key + "/w"], flat[key + "/b"] = (np.ascontiguousarray(a, dtype=np.float32) for a in arrays[key])
     spec = {
         "format": PORTABLE_FORMAT,
-        "version": PORTABLE_VERSION,
+        "version": 1,
         "input_dim": int(model.inputs[0].shape[-1]),
         "latent": int(_z_mean_tensor(model).shape[-1]),
         "input_transform": "clr of k-mer columns 1..2772 (vae.transform.clr); output is z_mean",
         "source": os.path.basename(source),
         "layers": ops,
     }
+    if columns is not None:
+        # The first layer reads only these features (indices into the 2772 CLR features = matrix column - 1).
+        # Version 2: a reader that ignored them would fail on the first matmul, so older readers refuse it.
+        spec["version"] = 2
+        spec["columns"] = columns
     return spec, flat
 
 
@@ -755,3 +785,98 @@ def embed_fasta(encoder: Encoder, inputs: Sequence[str], out: str | BinaryIO, id
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- many inputs, one encoder (issue 12)
+
+
+def input_stem(path: str) -> str:
+    """``dir/sample1.fa.gz`` -> ``sample1``; ``kmers/a.npy`` -> ``a``: the name of a per-input output."""
+    base = os.path.basename(path)
+    low = base.lower()
+    if low.endswith(".gz"):
+        base, low = base[:-3], low[:-3]
+    for suffix in (".npy", *FASTA_SUFFIXES):
+        if low.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+@dataclass
+class EmbedManyOptions:
+    """``embedding -i A B ... -o DIR/``: one output pair DIR/<name>.npy + .txt per input, one encoder load."""
+
+    inputs: Sequence[str]
+    out_dir: str
+    batch_size: int = DEFAULT_BATCH
+    count_opts: object | None = None  # vae.count.CountOptions for FASTA inputs
+
+
+def plan_many(opts: EmbedManyOptions) -> list[tuple[str, str, str, str]]:
+    """(input, kind, DIR/name.npy, DIR/name.txt) per input; every check that needs no encoder, before any work."""
+    plan, seen = [], {}
+    for p in opts.inputs:
+        kind = sniff_input(p)
+        if not os.path.exists(p):
+            raise InputError(f"{p}: no such file")
+        name = input_stem(p)
+        if name in seen:
+            raise InputError(f"{seen[name]} and {p} would both write {name}.npy: rename one of them")
+        seen[name] = p
+        out = os.path.join(opts.out_dir, name + ".npy")
+        ids = os.path.join(opts.out_dir, name + ".txt")
+        for o in (out, ids):
+            if os.path.exists(o) and os.path.samefile(o, p):
+                raise InputError(f"{p}: the output {o} would overwrite this input: choose another -o folder")
+        if kind == "npy":
+            rows = open_matrix(p).shape[0]  # a bad 10th input fails before the first 9 are embedded
+            src_ids = matrix_ids_path(p)
+            if src_ids is not None:
+                if os.path.exists(ids) and os.path.samefile(src_ids, ids):
+                    raise InputError(f"{src_ids}: the output {ids} would overwrite this input: choose another -o folder")
+                n_ids = len(read_ids(src_ids))
+                if n_ids != rows:
+                    raise InputError(f"{p} has {rows} rows but {src_ids} has {n_ids} IDs")
+        plan.append((p, kind, out, ids))
+    return plan
+
+
+def matrix_ids_path(npy_path: str) -> str | None:
+    """The IDs file beside a matrix (``a.npy`` -> ``a.txt`` or ``a.txt.gz``), or None."""
+    stem = npy_path[:-4] if npy_path.endswith(".npy") else npy_path
+    for cand in (stem + ".txt", stem + ".txt.gz"):
+        if os.path.exists(cand):
+            return cand
+    return None
+
+
+def embed_many(encoder: Encoder, opts: EmbedManyOptions, progress: Callable[[int], None] | None = None,
+               count_progress=None) -> list[tuple[str, int, str]]:
+    """Embed each input to DIR/<name>.npy (+ DIR/<name>.txt) with the one loaded ``encoder``.
+
+    A FASTA input is counted on the fly (its IDs written beside); a matrix's IDs
+    are copied from the ``.txt`` beside it (rows keep their order), so every
+    output is a self-contained pair. Returns (output, rows, note) per input.
+    """
+    from .count import CountOptions
+
+    check_width(encoder)
+    os.makedirs(opts.out_dir, exist_ok=True)
+    plan = plan_many(opts)
+    done = []
+    for path, kind, out, ids in plan:
+        if kind == "fasta":
+            n = embed_fasta(encoder, [path], out, ids, opts.count_opts or CountOptions(), opts.batch_size,
+                            count_progress=count_progress, progress=progress)
+            note = "IDs " + ids
+        else:
+            n = embed_matrix_file(encoder, path, out, opts.batch_size, progress)
+            src_ids = matrix_ids_path(path)
+            if src_ids is None:
+                note = f"no IDs file beside {path}: none written"
+            else:
+                with atomic_text(ids) as fh:
+                    fh.writelines(i + "\n" for i in read_ids(src_ids))
+                note = "IDs " + ids
+        done.append((out, n, note))
+    return done

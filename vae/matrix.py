@@ -249,6 +249,10 @@ def iter_row_chunks(n_rows: int, n_cols: int, itemsize: int = 4, chunk_bytes: in
         yield start, min(n_rows, start + step)
 
 
+#: Default RAM budget for the rows of an out-of-core shuffle (staging buffers + one bucket).
+SHUFFLE_MEM_BYTES = 256 << 20
+
+
 def concatenate(
     matrices: Sequence[str],
     id_files: Sequence[str],
@@ -257,13 +261,18 @@ def concatenate(
     seed: int = 42,
     chunk_bytes: int = 64 << 20,
     progress=None,
+    mem_bytes: int = SHUFFLE_MEM_BYTES,
+    method: str = "buckets",
 ) -> tuple[int, int]:
     """Concatenate matrices (and their IDs) into ``out_prefix.npy``/``.txt``; optionally shuffle rows.
 
-    The shuffle is out of core: a seeded permutation of row numbers is applied
-    one output chunk at a time, gathering rows from the memmapped inputs. RAM
-    holds the permutation and the IDs, never the rows. Returns (rows, duplicate IDs).
+    The shuffle is out of core with sequential I/O (``method="buckets"``, see
+    :func:`_bucket_shuffle`): RAM holds the permutation, the IDs and about
+    ``mem_bytes`` of rows. ``method="gather"`` is the earlier random-row gather
+    through memmaps, kept for the benchmark. Returns (rows, duplicate IDs).
     """
+    if method not in ("buckets", "gather"):
+        raise ValueError(f"unknown shuffle method {method!r}")
     if len(matrices) != len(id_files):
         raise InputError(f"{len(matrices)} matrices but {len(id_files)} ID files: give one ID file per matrix")
     if not matrices:
@@ -293,6 +302,14 @@ def concatenate(
     out_txt = out_prefix + ".txt"
     check_output_dir(out_npy)
     offsets = np.cumsum([0] + [m.shape[0] for m in mats])
+    # pread needs C-ordered rows at a known offset; a Fortran-ordered .npy falls back to the gather.
+    if shuffle and method == "buckets" and n and all(isinstance(m, np.memmap) and m.flags.c_contiguous for m in mats):
+        with NpyStreamWriter(out_npy, n_cols, dtype) as w:
+            order = _bucket_shuffle(mats, w, seed, mem_bytes, chunk_bytes, progress)
+            with atomic_text(out_txt) as fh:
+                fh.writelines(ids[j] + "\n" for j in order.tolist())
+            w.commit()
+        return n, n_dup
     order = np.random.default_rng(seed).permutation(n) if shuffle else None
     with commit_together(), NpyStreamWriter(out_npy, n_cols, dtype) as w:  # .npy and .txt appear together
         for start, stop in iter_row_chunks(n, n_cols, dtype.itemsize, chunk_bytes):
@@ -309,6 +326,141 @@ def concatenate(
                 fh.writelines(ids[j] + "\n" for j in order.tolist())
         w.commit()
     return n, n_dup
+
+
+def shuffle_plan(n_rows: int, row_bytes: int, mem_bytes: int) -> tuple[int, int]:
+    """(buckets K, staging rows per bucket) for a bucket shuffle of ``n_rows`` rows within ``mem_bytes``.
+
+    Half the budget holds one bucket in pass 2 (mean bucket = a third of the
+    budget, leaving room for the random spread of bucket sizes); a quarter
+    stages rows of pass 1 before each bucket's sequential write.
+    """
+    total = n_rows * row_bytes
+    k = max(1, -(-total // max(1, mem_bytes // 3)))
+    stage_rows = max(1, (mem_bytes // 4) // (k * row_bytes))
+    return int(k), int(stage_rows)
+
+
+def _pread_exact(fd: int, buf: memoryview, offset: int) -> None:
+    got = 0
+    while got < len(buf):
+        k = os.preadv(fd, [buf[got:]], offset + got)
+        if k <= 0:
+            raise InputError(f"unexpected end of file while reading rows at byte {offset + got}")
+        got += k
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+def _bucket_shuffle(mats: Sequence[np.memmap], w: NpyStreamWriter, seed: int, mem_bytes: int,
+                    chunk_bytes: int, progress=None) -> np.ndarray:
+    """Shuffle the rows of ``mats`` into the writer's temporary file in two sequential passes.
+
+    Pass 1 reads the inputs front to back (pread, ``chunk_bytes`` at a time) and
+    deals each row to one of K buckets drawn uniformly at random; each bucket is
+    a contiguous region of the output, so rows are staged and written with
+    large pwrites at K advancing cursors. Pass 2 reads each region whole,
+    permutes it in RAM and writes it back in place. i.i.d. bucket labels plus
+    a uniform order within each bucket give a uniform permutation; no memmap,
+    so resident memory stays at the buffers. Returns the permutation
+    (output row i = input row order[i]) for the IDs.
+    """
+    n_cols, dtype = mats[0].shape[1], mats[0].dtype
+    row_bytes = n_cols * dtype.itemsize
+    n = sum(m.shape[0] for m in mats)
+    k, stage_rows = shuffle_plan(n, row_bytes, mem_bytes)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, size=n, dtype=np.uint16 if k < 65536 else np.uint32)
+    counts = np.bincount(labels, minlength=k)
+    # Global rows grouped by bucket in input order: exactly the order pass 1 writes them.
+    by_bucket = np.argsort(labels, kind="stable")
+    w._fh.flush()
+    # The writer's own handle is write-only; pass 2 reads back, so open the temporary read-write.
+    out_fd, base = os.open(w.tmp, os.O_RDWR), _HEADER_LEN
+    try:
+        os.ftruncate(out_fd, base + n * row_bytes)
+        order = _scatter_then_permute(mats, out_fd, base, rng, labels, by_bucket, counts, k, stage_rows,
+                                      chunk_bytes, mem_bytes, progress)
+    finally:
+        os.close(out_fd)
+    w._fh.seek(base + n * row_bytes)
+    w.rows = n
+    return order
+
+
+def _scatter_then_permute(mats, out_fd, base, rng, labels, by_bucket, counts, k, stage_rows,
+                          chunk_bytes, mem_bytes, progress) -> np.ndarray:
+    """The two passes of :func:`_bucket_shuffle` on the open output ``out_fd`` (rows from byte ``base``)."""
+    n_cols, dtype = mats[0].shape[1], mats[0].dtype
+    row_bytes = n_cols * dtype.itemsize
+    n = labels.shape[0]
+    starts = np.concatenate([[0], np.cumsum(counts)])
+
+    stage = np.empty((k, stage_rows, n_cols), dtype=dtype)
+    fill = np.zeros(k, dtype=np.int64)
+    cursor = starts[:-1].copy()
+
+    def flush(b: int) -> None:
+        _pwrite_all(out_fd, memoryview(stage[b, : fill[b]]).cast("B"), base + int(cursor[b]) * row_bytes)
+        cursor[b] += fill[b]
+        fill[b] = 0
+
+    step = max(1, min(chunk_bytes, mem_bytes // 4) // row_bytes)
+    buf = np.empty((step, n_cols), dtype=dtype)
+    g = 0  # global row number of the chunk's first row
+    reported = 0
+    for m in mats:
+        fd = os.open(m.filename, os.O_RDONLY)
+        try:
+            for start, stop in iter_row_chunks(m.shape[0], n_cols, dtype.itemsize, step * row_bytes):
+                rows = buf[: stop - start]
+                _pread_exact(fd, memoryview(rows).cast("B"), m.offset + start * row_bytes)
+                lab = labels[g + start : g + stop]
+                srt = np.argsort(lab, kind="stable")
+                bounds = np.searchsorted(lab[srt], np.arange(k + 1))
+                for b in np.flatnonzero(np.diff(bounds)):
+                    sel = srt[bounds[b] : bounds[b + 1]]
+                    while sel.size:
+                        take = min(sel.size, stage_rows - int(fill[b]))
+                        stage[b, fill[b] : fill[b] + take] = rows[sel[:take]]
+                        fill[b] += take
+                        sel = sel[take:]
+                        if fill[b] == stage_rows:
+                            flush(b)
+                if progress is not None:  # each pass is half the work
+                    progress((stop - start) // 2)
+                    reported += (stop - start) // 2
+        finally:
+            os.close(fd)
+        g += m.shape[0]
+    for b in np.flatnonzero(fill):
+        flush(int(b))
+    stage = buf = rows = None  # free the staging and the read buffer (rows is a view of it) before pass 2
+
+    order = np.empty(n, dtype=np.int64)
+    piece = max(1, min(chunk_bytes, mem_bytes // 8) // row_bytes)
+    for b in range(k):
+        lo, hi = int(starts[b]), int(starts[b + 1])
+        if hi == lo:
+            continue
+        block = np.empty((hi - lo, n_cols), dtype=dtype)
+        _pread_exact(out_fd, memoryview(block).cast("B"), base + lo * row_bytes)
+        perm = rng.permutation(hi - lo)
+        order[lo:hi] = by_bucket[lo:hi][perm]
+        for s in range(0, hi - lo, piece):
+            out = np.ascontiguousarray(block[perm[s : s + piece]])
+            _pwrite_all(out_fd, memoryview(out).cast("B"), base + (lo + s) * row_bytes)
+        del block
+        if progress is not None:
+            progress((hi - lo) // 2)
+            reported += (hi - lo) // 2
+    if progress is not None and n > reported:
+        progress(n - reported)
+    return order
 
 
 def _gather_range(mats: Sequence[np.ndarray], offsets: np.ndarray, start: int, stop: int) -> np.ndarray:

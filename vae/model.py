@@ -6,13 +6,21 @@ z_log_var clipped to [-20, 2], reparameterised sample z. Decoder mirrors it to
 2772 linear outputs. Loss per sample: sum of squared errors over the 2772
 features (= 2772 x MSE) + kl_weight x KL(q(z|x) || N(0, I)); kl_weight is
 warmed up to beta by the trainer.
+
+``--kmers A-B`` models only some k-mer groups: the encoder still takes the
+2772 CLR features and its first layer (``KmerColumns``) keeps those groups'
+columns (1-5: 692); the decoder reconstructs only them, so the loss is the
+sum over those columns. ``--group-weights`` weights each group's squared
+errors (all 1 by default: the loss above).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from .kmers import N_FEATURES
-from .layers import ClipLayer, Sampling
+import numpy as np
+
+from .kmers import N_FEATURES, groups_in
+from .layers import ClipLayer, KmerColumns, Sampling, encoder_columns
 from .runtime import import_keras
 from .transform import clr_ops
 
@@ -27,9 +35,13 @@ LEAKY_SLOPE = 0.2
 Z_MEAN, Z_LOG_VAR, Z = "z_mean", "z_log_var", "z"
 
 
-def _dense_block(x, units: int, name: str, dropout: float):
+#: Keras' default BatchNorm momentum; runs with few steps an epoch use less (vae.train.bn_momentum_for).
+BN_MOMENTUM = 0.99
+
+
+def _dense_block(x, units: int, name: str, dropout: float, bn_momentum: float = BN_MOMENTUM):
     x = layers.Dense(units, name=f"{name}_dense")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_act")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
@@ -37,12 +49,20 @@ def _dense_block(x, units: int, name: str, dropout: float):
 
 
 def build_encoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, dropout: float = 0.0,
-                  input_dim: int = N_FEATURES, seed: int | None = None) -> keras.Model:
-    """The encoder: CLR features -> [z_mean, z_log_var, z]."""
+                  input_dim: int = N_FEATURES, seed: int | None = None,
+                  columns: Sequence[int] | None = None, bn_momentum: float = BN_MOMENTUM) -> keras.Model:
+    """The encoder: CLR features -> [z_mean, z_log_var, z].
+
+    ``columns`` (feature indices, e.g. ``kmers.feature_columns(range(1, 6))``):
+    the encoder still takes all ``input_dim`` features and its first layer
+    (:class:`KmerColumns`) keeps only these; None = all.
+    """
     inputs = keras.Input(shape=(input_dim,), name="clr_kmers")
     x = inputs
+    if columns is not None and list(columns) != list(range(input_dim)):
+        x = KmerColumns(columns, name="kmer_columns")(x)
     for i, units in enumerate(hidden):
-        x = _dense_block(x, units, f"enc{i}", dropout)
+        x = _dense_block(x, units, f"enc{i}", dropout, bn_momentum)
     z_mean = layers.Dense(latent, name=Z_MEAN, dtype="float32")(x)
     z_log_var = layers.Dense(latent, name="z_log_var_raw", dtype="float32")(x)
     z_log_var = ClipLayer(name=Z_LOG_VAR, dtype="float32")(z_log_var)
@@ -51,19 +71,22 @@ def build_encoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, drop
 
 
 def build_decoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, dropout: float = 0.0,
-                  output_dim: int = N_FEATURES) -> keras.Model:
+                  output_dim: int = N_FEATURES, bn_momentum: float = BN_MOMENTUM) -> keras.Model:
     """The decoder: z -> reconstructed CLR features (linear output)."""
     inputs = keras.Input(shape=(latent,), name="z")
     x = inputs
     for i, units in enumerate(reversed(tuple(hidden))):
-        x = _dense_block(x, units, f"dec{i}", dropout)
+        x = _dense_block(x, units, f"dec{i}", dropout, bn_momentum)
     outputs = layers.Dense(output_dim, name="reconstruction", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="decoder")
 
 
-def reconstruction_loss(x, reconstruction):
-    """Per-sample sum of squared errors over features (= n_features x MSE)."""
-    return ops.sum(ops.square(ops.cast(x, "float32") - ops.cast(reconstruction, "float32")), axis=-1)
+def reconstruction_loss(x, reconstruction, feature_weights=None):
+    """Per-sample sum of squared errors over features (= n_features x MSE), each weighted when weights are given."""
+    sq = ops.square(ops.cast(x, "float32") - ops.cast(reconstruction, "float32"))
+    if feature_weights is not None:
+        sq = sq * ops.convert_to_tensor(feature_weights, dtype="float32")
+    return ops.sum(sq, axis=-1)
 
 
 def kl_divergence(z_mean, z_log_var):
@@ -83,15 +106,37 @@ class VAE(keras.Model):
     """
 
     def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float = BETA, raw_rows: bool = False,
-                 **kwargs):
+                 group_weights: Mapping[int, float] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.beta = float(beta)
         self.raw_rows = bool(raw_rows)
+        # Per-k weights of the squared errors (JSON configs bring the keys back as strings); absent k = 1.
+        self.group_weights = {int(k): float(w) for k, w in (group_weights or {}).items()}
+        self._feature_weights = None
+        if any(w != 1.0 for w in self.group_weights.values()):
+            cols = self.columns if self.columns is not None else range(N_FEATURES)
+            fw = np.ones(len(cols), np.float32)
+            for k, pos in groups_in(cols).items():
+                fw[pos] = self.group_weights.get(k, 1.0)
+            self._feature_weights = fw
         self.kl_weight = keras.Variable(0.0, trainable=False, dtype="float32", name="kl_weight")
         self.recon_tracker = keras.metrics.Mean(name="recon")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+
+    @property
+    def columns(self) -> list[int] | None:
+        """Feature columns the encoder reads and the decoder reconstructs (None = all)."""
+        return encoder_columns(self.encoder)
+
+    def _target(self, x):
+        """The reconstruction target: the encoder's columns of the CLR rows."""
+        cols = self.columns
+        if cols is None:
+            return x
+        return x[..., cols[0] : cols[0] + len(cols)] if cols == list(range(cols[0], cols[0] + len(cols))) else \
+            ops.take(x, ops.convert_to_tensor(cols, dtype="int32"), axis=-1)
 
     def call(self, x, training: bool = False):
         z_mean, z_log_var, z = self.encoder(x, training=training)
@@ -101,7 +146,9 @@ class VAE(keras.Model):
         if not self.raw_rows:
             return data
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        return keras.utils.pack_x_y_sample_weight(clr_ops(x[:, 1:]), y, sample_weight)
+        # y, when given, is the clean target of a denoising step: raw rows too.
+        return keras.utils.pack_x_y_sample_weight(clr_ops(x[:, 1:]), None if y is None else clr_ops(y[:, 1:]),
+                                                  sample_weight)
 
     def train_step(self, data):
         return super().train_step(self._clr_of_rows(data))
@@ -114,14 +161,16 @@ class VAE(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         reconstruction, z_mean, z_log_var = y_pred
-        recon = ops.mean(reconstruction_loss(x, reconstruction))
+        # (x, y) pairs: y is the clean profile of a denoised input x; else x is its own target.
+        target = self._target(x if y is None else y)
+        recon = ops.mean(reconstruction_loss(target, reconstruction, self._feature_weights))
         kl = ops.mean(kl_divergence(z_mean, z_log_var))
         # Weighted by batch size, as Keras weights the loss: the epoch means then
         # agree with the loss when the last batch is short.
         n = ops.cast(ops.shape(reconstruction)[0], "float32")
         self.recon_tracker.update_state(recon, sample_weight=n)
         self.kl_tracker.update_state(kl, sample_weight=n)
-        return recon + ops.cast(self.kl_weight, "float32") * kl
+        return _per_replica(recon + ops.cast(self.kl_weight, "float32") * kl)
 
     def get_config(self) -> dict:
         return {
@@ -130,6 +179,7 @@ class VAE(keras.Model):
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "beta": self.beta,
             "raw_rows": self.raw_rows,
+            "group_weights": {str(k): w for k, w in sorted(self.group_weights.items())},
         }
 
     @classmethod
@@ -139,10 +189,34 @@ class VAE(keras.Model):
         return cls(encoder, decoder, **config)
 
 
+def _per_replica(loss):
+    """The loss of one replica's share of the batch, divided by the replicas in sync.
+
+    Under tf.distribute (``train_vae --devices N``) the replicas' gradients are
+    summed, so each divides its mean loss by N, as Keras's built-in losses do;
+    Keras multiplies the reported loss back. One device: unchanged.
+    """
+    if keras.config.backend() == "tensorflow":
+        import tensorflow as tf
+
+        n = tf.distribute.get_strategy().num_replicas_in_sync
+        if n > 1:
+            return loss * (1.0 / n)
+    return loss
+
+
 def build_vae(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, beta: float = BETA,
-              dropout: float = 0.0, seed: int | None = None, raw_rows: bool = False) -> VAE:
-    """Encoder + decoder + VAE with the default (contract) architecture unless told otherwise."""
-    vae = VAE(build_encoder(latent, hidden, dropout, seed=seed), build_decoder(latent, hidden, dropout), beta=beta,
-              raw_rows=raw_rows, name="vae")
+              dropout: float = 0.0, seed: int | None = None, raw_rows: bool = False,
+              columns: Sequence[int] | None = None, bn_momentum: float = BN_MOMENTUM,
+              group_weights: Mapping[int, float] | None = None) -> VAE:
+    """Encoder + decoder + VAE with the default (contract) architecture unless told otherwise.
+
+    ``columns``: the feature columns to model (None = all 2772); the decoder reconstructs only those.
+    ``group_weights``: k -> weight of that group's squared errors in the loss (absent = 1).
+    """
+    n_out = N_FEATURES if columns is None else len(columns)
+    vae = VAE(build_encoder(latent, hidden, dropout, seed=seed, columns=columns, bn_momentum=bn_momentum),
+              build_decoder(latent, hidden, dropout, output_dim=n_out, bn_momentum=bn_momentum), beta=beta,
+              raw_rows=raw_rows, group_weights=group_weights, name="vae")
     vae.build((None, N_FEATURES))
     return vae

@@ -40,9 +40,10 @@ from typing import Iterator
 import numpy as np
 
 from . import __version__
-from .data import SPLIT_FILE, BatchPlan, MatrixReader, RowStream, check_values, load_split, make_split, tf_dataset
+from .data import (SPLIT_FILE, BatchPlan, Denoiser, MatrixReader, RowStream, check_values, load_split, make_split,
+                   parse_length_range, tf_dataset)
 from .errors import InputError
-from .kmers import FEATURE_SLICES, K_ORDER
+from .kmers import K_ORDER, N_FEATURES, feature_columns, groups_in, parse_k_range
 from .matrix import atomic_path, atomic_text, check_fingerprint, fingerprint
 
 from .runtime import import_keras  # tests and benches import it from here too
@@ -93,14 +94,72 @@ class TrainOptions:
     steps_per_epoch: int = 0  # 0 = one pass over the training rows
     workers: int = 0  # 0 = chosen from the number of cores
     quiet: bool = False
+    devices: int = 1  # data-parallel replicas (MirroredStrategy); 0 = all visible GPUs
+    kmers: str = "1-6"  # contiguous range of k the model reads and reconstructs
+    denoise: str = ""  # "MIN:MAX": part of each batch resampled as if MIN..MAX bp long ("" = off)
+    denoise_fraction: float = 0.5  # share of each batch resampled when denoise is on
+    bn_momentum: float = 0.0  # BatchNorm momentum; 0 = from the steps per epoch (bn_momentum_for)
+    group_weights: str = ""  # "K=W[,K=W...]": per-k weights of the reconstruction loss ("" = all 1)
+
+    def group_weight_map(self) -> dict[int, float]:
+        """--group-weights as {k: weight}; ValueError with a one-line reason."""
+        out: dict[int, float] = {}
+        for part in filter(None, (p.strip() for p in self.group_weights.split(","))):
+            k, eq, w = part.partition("=")
+            try:
+                k_i, w_f = int(k), float(w)
+            except ValueError:
+                raise ValueError(f"expected K=W[,K=W...] (e.g. 6=0.2), got {self.group_weights!r}") from None
+            if not eq or not 1 <= k_i <= 6 or not (w_f >= 0 and math.isfinite(w_f)):
+                raise ValueError(f"expected K=W with K in 1..6 and a weight >= 0 (e.g. 6=0.2), got {part!r}")
+            if k_i in out:
+                raise ValueError(f"k = {k_i} is given twice")
+            out[k_i] = w_f
+        lo, hi = parse_k_range(self.kmers)
+        outside = sorted(k for k in out if not lo <= k <= hi)
+        if outside:
+            raise ValueError(f"k = {', '.join(map(str, outside))} is not modelled (--kmers {self.kmers})")
+        if all(out.get(k, 1.0) == 0 for k in range(lo, hi + 1)):
+            raise ValueError("every modelled group has weight 0: nothing would be reconstructed")
+        return out
+
+    @property
+    def columns(self) -> list[int] | None:
+        """Feature columns of --kmers (None = all 2772)."""
+        lo, hi = parse_k_range(self.kmers)
+        return None if (lo, hi) == (1, 6) else feature_columns(range(lo, hi + 1)).tolist()
+
+    def denoiser(self) -> Denoiser | None:
+        """The training batches' denoiser of --denoise (None when off)."""
+        if not self.denoise:
+            return None
+        lo, hi = parse_length_range(self.denoise)
+        klo, khi = parse_k_range(self.kmers)
+        return Denoiser(lo, hi, self.denoise_fraction, self.seed, tuple(range(khi, klo - 1, -1)))
 
 
 #: Options a resumed run must keep (they define the model, the data or the split).
 LOCKED = ("latent", "hidden", "beta", "dropout", "batch_size", "warmup_epochs", "val_fraction", "max_samples",
-          "seed", "lr", "mixed_precision")
+          "seed", "lr", "mixed_precision", "kmers", "denoise", "denoise_fraction",
+          "bn_momentum", "group_weights")
 #: Options a resumed run takes from the command line when given, else from the run.
 TUNABLE = ("epochs", "patience", "lr_factor", "min_lr", "early_stopping", "steps_per_epoch")
 _DEFAULTS = TrainOptions()
+
+
+def bn_momentum_for(steps_per_epoch: int) -> float:
+    """BatchNorm momentum for an epoch of ``steps_per_epoch`` batches: 1 - 2/steps, within [0.5, 0.99].
+
+    Validation runs in inference mode, on BatchNorm's moving statistics. With
+    Keras' 0.99 those average over ~100 batches; when an epoch has only a few
+    (7k rows: 6 of 1024), they still remember the first epochs' weights for
+    many epochs, and the validation loss is several times the training loss
+    (measured in VAE.md). An averaging window of half an epoch leaves
+    exp(-2) = 14 % weight on statistics older than the epoch at its end; at
+    least 2 batches (>= 2k rows by default) keep the estimates steady, and runs
+    of >= 200 steps an epoch keep Keras' 0.99.
+    """
+    return float(min(0.99, max(0.5, 1.0 - 2.0 / max(1, steps_per_epoch))))
 
 
 def kl_weight_for_epoch(epoch: int, beta: float, warmup_epochs: int) -> float:
@@ -190,10 +249,16 @@ def end_of_epoch(state: TrainerState, epoch: int, val_loss: float, opts: TrainOp
     return EpochOutcome(is_best, lr, stop, True)
 
 
-def group_mse(x: np.ndarray, reconstruction: np.ndarray) -> tuple[float, dict[int, float]]:
-    """Mean squared error over all features and per k-mer group (keys 6..1) of CLR rows."""
-    sq = np.square(np.asarray(x, np.float64) - np.asarray(reconstruction, np.float64))
-    return float(sq.mean()), {k: float(sq[:, sl].mean()) for k, sl in FEATURE_SLICES.items()}
+def group_mse(x: np.ndarray, reconstruction: np.ndarray, columns=None) -> tuple[float, dict[int, float]]:
+    """Mean squared error over all modelled features and per k-mer group (keys 6..1) of CLR rows.
+
+    ``x``: the full 2772 CLR features; ``reconstruction``: those of ``columns``
+    (None = all). Groups the model does not reconstruct are NaN.
+    """
+    cols = np.arange(N_FEATURES) if columns is None else np.asarray(columns)
+    sq = np.square(np.asarray(x, np.float64)[:, cols] - np.asarray(reconstruction, np.float64))
+    where = groups_in(cols)
+    return float(sq.mean()), {k: float(sq[:, where[k]].mean()) if k in where else math.nan for k in K_ORDER}
 
 
 # --------------------------------------------------------------------------- small utilities
@@ -295,15 +360,35 @@ def _check_hyperparameters(o: TrainOptions) -> None:
         (o.min_lr >= 0, f"--min-lr must be >= 0, got {o.min_lr}"),
         (o.early_stopping >= 0, f"--early-stopping must be >= 0, got {o.early_stopping}"),
         (o.steps_per_epoch >= 0, f"--steps-per-epoch must be >= 0, got {o.steps_per_epoch}"),
+        (o.devices >= 0, f"--devices must be >= 0, got {o.devices}"),
     ]
     for ok, msg in checks:
         if not ok:
             raise InputError(msg)
+    try:
+        parse_k_range(o.kmers)
+    except ValueError as e:
+        raise InputError(f"--kmers: {e}") from None
+    if o.denoise:
+        try:
+            parse_length_range(o.denoise)
+        except ValueError as e:
+            raise InputError(f"--denoise: {e}") from None
+    try:
+        o.group_weight_map()
+    except ValueError as e:
+        raise InputError(f"--group-weights: {e}") from None
+    if not 0 <= o.bn_momentum < 1:
+        raise InputError(f"--bn-momentum must be in [0, 1) (0 = from the steps per epoch), got {o.bn_momentum}")
+    if not 0 < o.denoise_fraction <= 1:
+        raise InputError(f"--denoise-fraction must be in (0, 1], got {o.denoise_fraction}")
+    if not o.denoise and o.denoise_fraction != _DEFAULTS.denoise_fraction:
+        raise InputError("--denoise-fraction needs --denoise MIN:MAX")
 
 
 def _hyperparameters(o: TrainOptions) -> dict:
     d = dataclasses.asdict(o)
-    for k in ("input", "run_dir", "resume", "quiet", "workers"):
+    for k in ("input", "run_dir", "resume", "quiet", "workers", "devices"):
         d.pop(k)
     d["hidden"] = list(o.hidden)
     return d
@@ -334,7 +419,8 @@ def _merge_resume(opts: TrainOptions, stored: dict) -> TrainOptions:
     merged = dataclasses.replace(opts)
     for name in LOCKED + TUNABLE:
         given, default = getattr(opts, name), getattr(_DEFAULTS, name)
-        old = tuple(hp[name]) if name == "hidden" else hp[name]
+        # Runs made before an option existed used its default.
+        old = tuple(hp[name]) if name == "hidden" else hp.get(name, getattr(_DEFAULTS, name))
         if name == "hidden":
             given, default = tuple(given), tuple(default)
         if given == default or given == old:
@@ -487,6 +573,8 @@ def train(opts: TrainOptions) -> TrainResult:
     else:
         check_values(reader, used)
 
+    strategy = device_strategy(opts.devices)  # imports TensorFlow; a bad --devices fails before anything is written
+
     # Input is good: from here on the run folder is written.
     fresh = stored is None
     try:
@@ -500,6 +588,8 @@ def train(opts: TrainOptions) -> TrainResult:
     from .model import build_vae
 
     versions = _versions()
+    # Fixed when the model is built (a resumed run keeps its model's).
+    bn_momentum = opts.bn_momentum or bn_momentum_for(opts.steps_per_epoch or n_train // opts.batch_size)
     if fresh:
         split.save(os.path.join(run_dir, SPLIT_FILE))
         config = {
@@ -511,6 +601,8 @@ def train(opts: TrainOptions) -> TrainResult:
             "split": {"file": SPLIT_FILE, "seed": opts.seed, "val_fraction": opts.val_fraction,
                       "max_samples": opts.max_samples, "n_train": int(n_train), "n_val": int(n_val)},
             "model": {"input": "CLR of matrix columns 1..2772 per k-mer group, Jeffreys pseudocount 0.5/n_group",
+                      "kmers": opts.kmers, "n_inputs": len(opts.columns or range(N_FEATURES)),
+                      "bn_momentum": bn_momentum,
                       "encoder_outputs": ["z_mean", "z_log_var", "z"], "inference": "z_mean"},
             "versions": versions,
             "resumes": [],
@@ -525,34 +617,38 @@ def train(opts: TrainOptions) -> TrainResult:
     else:
         keras.mixed_precision.set_global_policy("float32")
 
-    if state is not None:
-        path = os.path.join(run_dir, RESUME_DIR, state.model)
-        keras.utils.set_random_seed(opts.seed + state.epoch)
-        try:
-            vae = keras.saving.load_model(path)
-        except Exception as e:  # Keras raises many types on a damaged file (ValueError, OSError, BadZipFile ...)
-            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise InputError(f"{path}: cannot load the resume checkpoint ({msg}); the run is unchanged") from None
-        state.session += 1
-        vae.optimizer.learning_rate.assign(state.lr)
-        set_rng_states(vae, state.rng)
-        # The run's config records the resume only once the checkpoint has loaded.
-        config = stored
-        config["hyperparameters"] = _hyperparameters(opts)
-        config.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                 "at_epoch": state.epoch, "input": os.path.abspath(opts.input),
-                                                 "versions": versions})
-        _write_json(os.path.join(run_dir, CONFIG_FILE), config)
-    else:
-        keras.utils.set_random_seed(opts.seed)
-        vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True)
-        vae.compile(optimizer=keras.optimizers.Adam(learning_rate=opts.lr))
-        state = TrainerState(lr=opts.lr, session=0)
+    # Variables created (or loaded) in the strategy's scope are mirrored on every device; fit() then splits each
+    # global batch of the one reader across the replicas and sums their gradients.
+    with strategy.scope() if strategy is not None else _no_scope():
+        if state is not None:
+            path = os.path.join(run_dir, RESUME_DIR, state.model)
+            keras.utils.set_random_seed(opts.seed + state.epoch)
+            try:
+                vae = keras.saving.load_model(path)
+            except Exception as e:  # Keras raises many types on a damaged file (ValueError, OSError, BadZipFile ...)
+                msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise InputError(f"{path}: cannot load the resume checkpoint ({msg}); the run is unchanged") from None
+            state.session += 1
+            vae.optimizer.learning_rate.assign(state.lr)
+            set_rng_states(vae, state.rng)
+            # The run's config records the resume only once the checkpoint has loaded.
+            config = stored
+            config["hyperparameters"] = _hyperparameters(opts)
+            config.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                     "at_epoch": state.epoch, "input": os.path.abspath(opts.input),
+                                                     "versions": versions})
+            _write_json(os.path.join(run_dir, CONFIG_FILE), config)
+        else:
+            keras.utils.set_random_seed(opts.seed)
+            vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True,
+                            columns=opts.columns, bn_momentum=bn_momentum, group_weights=opts.group_weight_map())
+            vae.compile(optimizer=keras.optimizers.Adam(learning_rate=opts.lr))
+            state = TrainerState(lr=opts.lr, session=0)
 
     workers = opts.workers or _auto_workers()
     plan = BatchPlan(split.train, opts.batch_size, shuffle=True, seed=opts.seed)
     steps = opts.steps_per_epoch or plan.steps
-    train_stream = RowStream(reader, plan, workers=workers)
+    train_stream = RowStream(reader, plan, workers=workers, denoiser=opts.denoiser())
     val_stream = RowStream(reader, BatchPlan(split.val, opts.batch_size, shuffle=False, drop_remainder=False),
                            workers=workers)
     # Keras needs the cardinality of a finite dataset, or it averages in a phantom step.
@@ -560,12 +656,20 @@ def train(opts: TrainOptions) -> TrainResult:
     monitor = _read_monitor_rows(reader, split.val, opts.seed)
 
     device = f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
-    widths = "-".join(map(str, (2772, *opts.hidden, opts.latent)))
+    widths = "-".join(map(str, (len(opts.columns or range(N_FEATURES)), *opts.hidden, opts.latent)))
+    if opts.columns is not None:
+        widths += f" (k-mers {opts.kmers})"
+    if strategy is not None:
+        device = (f"{strategy.num_replicas_in_sync} replicas (MirroredStrategy: "
+                  f"{', '.join(strategy.extended.worker_devices)}; {opts.batch_size / strategy.num_replicas_in_sync:g} rows each a step)")
     verb = "resuming after epoch %d" % state.epoch if state.epoch else "starting"
     log(f"train_vae: {verb}; {opts.input} {reader.shape[0]:,} x {reader.shape[1]} {reader.dtype.name}; "
         f"{n_train:,} training / {n_val:,} validation rows (seed {opts.seed}); {steps:,} steps of {opts.batch_size} "
-        f"an epoch; model {widths} ({vae.count_params():,} weights); beta {opts.beta} warmed up over "
+        f"an epoch; model {widths} ({vae.count_params():,} weights, BatchNorm momentum {_bn_of(vae):g}); beta {opts.beta} warmed up over "
         f"{opts.warmup_epochs} epochs; {device}; {workers} reader threads -> {run_dir}")
+    if opts.denoise:
+        log(f"train_vae: denoising: {opts.denoise_fraction:g} of each batch resampled as if {opts.denoise} bp long "
+            "(log-uniform, below each row's length); the target stays the clean profile")
 
     result = TrainResult(run_dir, state.epoch, state.best_epoch, state.best_val)
     if state.epoch >= opts.epochs:
@@ -581,10 +685,10 @@ def train(opts: TrainOptions) -> TrainResult:
             done = cb.state.epoch
             where = (f"epoch {done} is saved in {os.path.join(run_dir, RESUME_DIR)}" if done
                      else "no epoch was completed")
-            log(f"train_vae: interrupted during epoch {done + 1}; {where}: continue with "
-                f"train_vae -o {run_dir} --resume")
+            message = f"train_vae: interrupted during epoch {done + 1}; {where}: continue with train_vae -o {run_dir} --resume"
+            log(message)
             log.close()
-            raise TrainingInterrupted from None
+            raise TrainingInterrupted(message) from None
         finally:
             cb.close_bar()
         if cb.diverged:
@@ -613,6 +717,42 @@ def train(opts: TrainOptions) -> TrainResult:
     log.close()
     reader.close()
     return result
+
+
+@contextmanager
+def _no_scope() -> Iterator[None]:
+    yield
+
+
+def device_strategy(devices: int):
+    """A ``tf.distribute.MirroredStrategy`` over ``devices`` devices, or None for one device (the plain path).
+
+    0 = every visible GPU (one device without a GPU). Replicas are GPUs when there are any, else logical CPU
+    devices (as the tests configure them); asking for more than are visible is an InputError.
+    """
+    import_keras()
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    n = devices or max(1, len(gpus))
+    if n == 1:
+        return None
+    pool = gpus or tf.config.list_logical_devices("CPU")
+    if len(pool) < n:
+        kind = "GPUs" if gpus else "GPUs (none visible) or logical CPU devices"
+        raise InputError(f"--devices {n}: only {len(pool)} {kind} visible; use --devices 0 for all of them")
+    names = [d.name for d in pool[:n]]
+    # NCCL all-reduce is for GPUs; CPU replicas reduce through one device.
+    ops = None if gpus else tf.distribute.ReductionToOneDevice()
+    return tf.distribute.MirroredStrategy(devices=names, cross_device_ops=ops)
+
+
+def _bn_of(vae) -> float:
+    """The BatchNorm momentum of a (possibly loaded) model; NaN when it has none."""
+    for layer in vae.encoder.layers:
+        if hasattr(layer, "momentum") and hasattr(layer, "moving_mean"):
+            return float(layer.momentum)
+    return math.nan
 
 
 def tf_dataset_from(stream: RowStream, batches_done: int):
@@ -749,7 +889,7 @@ class _EpochLogic:
             ops.convert_to_numpy(dec(enc(self.monitor[i : i + 1024], training=False)[0], training=False))
             for i in range(0, self.monitor.shape[0], 1024)
         ])
-        return group_mse(self.monitor, recon)
+        return group_mse(self.monitor, recon, self.model.columns)
 
     def _save_resume(self) -> None:
         d = os.path.join(self.run_dir, RESUME_DIR)

@@ -1,0 +1,108 @@
+"""BatchNorm momentum from the steps per epoch, ``--group-weights``, and the training options together."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras", reason="needs TensorFlow/Keras (pip install -e .[train])")
+
+from vae.cli import train_vae
+from vae.kmers import FEATURE_SLICES, N_FEATURES, feature_columns, profile
+from vae.model import build_vae
+from vae.simulate import fragments, random_genome
+from vae.train import TrainOptions, bn_momentum_for, train
+from vae.transform import clr
+
+from .conftest import call_cli
+
+
+def test_bn_momentum_follows_the_steps_per_epoch():
+    assert bn_momentum_for(1) == 0.5 and bn_momentum_for(4) == 0.5 and bn_momentum_for(6) == pytest.approx(2 / 3)
+    assert bn_momentum_for(100) == pytest.approx(0.98) and bn_momentum_for(200) == 0.99 and bn_momentum_for(10**6) == 0.99
+
+
+def _moving_mean_error(momentum: float) -> float:
+    """After one epoch of 4 steps: |moving mean - mean of the first Dense's outputs| / |that mean|."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(512, N_FEATURES)) + rng.normal(size=N_FEATURES) * 2).astype(np.float32)  # non-zero means
+    vae = build_vae(latent=4, hidden=(32,), bn_momentum=momentum, seed=0)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-4))
+    vae.fit(x, batch_size=128, epochs=1, verbose=0, shuffle=False)
+    dense, bn = vae.encoder.get_layer("enc0_dense"), vae.encoder.get_layer("enc0_bn")
+    actual = np.asarray(dense(x)).mean(axis=0)
+    return float(np.linalg.norm(np.asarray(bn.moving_mean) - actual) / np.linalg.norm(actual))
+
+
+def test_moving_statistics_track_the_data_after_one_short_epoch():
+    """The cause of validation losses several times the training loss on small runs, and its fix."""
+    assert _moving_mean_error(bn_momentum_for(4)) < 0.15
+    assert _moving_mean_error(0.99) > 0.9  # Keras' default: still ~96 % the initial zeros after 4 steps
+
+
+def test_group_weights_scale_each_groups_errors():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, N_FEATURES)).astype(np.float32)
+    plain = build_vae(latent=2, hidden=(8,), seed=0)
+    weighted = build_vae(latent=2, hidden=(8,), seed=0, group_weights={6: 0.2, 3: 2.0})
+    plain.kl_weight.assign(0.0)
+    weighted.kl_weight.assign(0.0)
+    pred = plain(x)
+    sq = (x - np.asarray(pred[0])) ** 2
+    w = np.ones(N_FEATURES)
+    w[FEATURE_SLICES[6]], w[FEATURE_SLICES[3]] = 0.2, 2.0
+    assert float(plain.compute_loss(x=x, y_pred=pred)) == pytest.approx(sq.sum(axis=1).mean(), rel=1e-5)
+    assert float(weighted.compute_loss(x=x, y_pred=pred)) == pytest.approx((sq * w).sum(axis=1).mean(), rel=1e-5)
+    # With --kmers 2-6 the weights follow the modelled columns.
+    cols = feature_columns(range(2, 7))
+    part = build_vae(latent=2, hidden=(8,), seed=0, columns=cols, group_weights={6: 0.5})
+    part.kl_weight.assign(0.0)
+    recon = rng.normal(size=(6, cols.size)).astype(np.float32)
+    wp = np.where(cols < FEATURE_SLICES[6].stop, 0.5, 1.0)
+    got = float(part.compute_loss(x=x, y_pred=(recon, pred[1], pred[2])))
+    assert got == pytest.approx((((x[:, cols] - recon) ** 2) * wp).sum(axis=1).mean(), rel=1e-5)
+    # The weights survive saving (JSON turns the keys into strings).
+    restored = type(weighted).from_config(json.loads(json.dumps(weighted.get_config())))
+    assert restored.group_weights == {3: 2.0, 6: 0.2}
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("6:0.2", "expected K=W"), ("7=1", "K in 1..6"), ("6=-1", "weight >= 0"), ("6=1,6=2", "given twice"),
+    ("6=0.5", "not modelled (--kmers 1-5)"), ("1=0,2=0,3=0,4=0,5=0", "nothing would be reconstructed"),
+])
+def test_bad_group_weights(text, msg):
+    from vae.errors import InputError
+    from vae.train import _check_hyperparameters
+
+    kmers = "1-5"
+    with pytest.raises(InputError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        _check_hyperparameters(TrainOptions(group_weights=text, kmers=kmers))
+
+
+def test_all_options_together_and_resume(tmp_path, capsys):
+    """--kmers, --denoise, --group-weights, --dropout and the derived BatchNorm momentum in one run, then resumed."""
+    rows = []
+    for g in range(3):
+        genome = random_genome(150_000, seed=g, gc=0.35 + 0.15 * g)
+        rows += [profile(f) for f in fragments(genome, 60, 2000, 20_000, seed=g)]
+    np.save(tmp_path / "m.npy", np.stack(rows))
+    run = tmp_path / "run"
+    r = train(TrainOptions(input=str(tmp_path / "m.npy"), run_dir=str(run), hidden=(16,), latent=3, batch_size=32,
+                           epochs=2, warmup_epochs=1, lr=1e-3, quiet=True, kmers="2-6", denoise="1000:5000",
+                           group_weights="6=0.2", dropout=0.1))
+    assert all(np.isfinite(r.history[-1][k]) for k in ("loss", "val_loss"))
+    cfg = json.loads((run / "config.json").read_text())
+    hp = cfg["hyperparameters"]
+    assert (hp["kmers"], hp["denoise"], hp["group_weights"], hp["dropout"]) == ("2-6", "1000:5000", "6=0.2", 0.1)
+    assert cfg["model"]["bn_momentum"] == pytest.approx(0.6)  # 162 training rows: 5 steps of 32
+    assert r.vae.group_weights == {6: 0.2} and r.vae.get_layer("encoder").get_layer("enc0_dropout").rate == 0.1
+    assert "BatchNorm momentum 0.6" in (run / "train.log").read_text()
+    assert call_cli(train_vae, ["-o", run, "--resume", "--epochs", "3", "--quiet"]) == 0
+    vae = keras.saving.load_model(run / "final" / "vae.keras")
+    assert vae.group_weights == {6: 0.2} and vae.columns == feature_columns(range(2, 7)).tolist()
+    assert call_cli(train_vae, ["-o", run, "--resume", "--epochs", "4", "--group-weights", "6=1", "--quiet"]) == 2
+    assert "--group-weights 6=1 differs from the run's 6=0.2" in capsys.readouterr().err
+    z = clr(np.stack(rows[:5]))
+    assert np.isfinite(np.asarray(vae.encoder(z)[0])).all()

@@ -300,8 +300,28 @@ def _train_vae(args: argparse.Namespace) -> int:
         denoise=args.denoise, denoise_fraction=args.denoise_fraction, bn_momentum=args.bn_momentum,
         group_weights=args.group_weights,
     )
-    train(opts)  # TrainingInterrupted (Ctrl-C) says where the last completed epoch is: run() reports it
+    try:
+        train(opts)  # TrainingInterrupted (Ctrl-C) says where the last completed epoch is: run() reports it
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        # Not "no output was written": the run folder keeps its last completed epoch.
+        print(f"train_vae: error: disk full while writing{' ' + str(e.filename) if e.filename else ''}; "
+              f"{_resume_note(run_dir)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _resume_note(run_dir: str) -> str:
+    """What a run folder holds for --resume, for messages after a failure."""
+    import json
+
+    try:
+        with open(os.path.join(run_dir, "resume", "state.json"), encoding="utf-8") as fh:
+            epoch = int(json.load(fh)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no epoch was completed"
+    return f"{run_dir}/resume holds epoch {epoch}: free some space, then continue with train_vae -o {run_dir} --resume"
 
 
 def train_vae(argv: Argv = None) -> int:
@@ -904,8 +924,8 @@ def _compare_groups(args: argparse.Namespace) -> int:
     from .paths import check_paths
 
     check_paths([args.coords, args.ids, args.groups_tsv, args.clusters],
-                [prefix + e for e in (".density.png", ".overlay.png", ".composition.png", ".composition.csv")
-                 + ((".density.pdf", ".overlay.pdf", ".composition.pdf") if args.pdf else ())])
+                [prefix + e for e in (".density.png", ".overlay.png") + ((".density.pdf", ".overlay.pdf") if args.pdf else ())
+                 + (((".composition.png", ".composition.csv") + ((".composition.pdf",) if args.pdf else ())) if args.clusters else ())])
     check_output_dir(prefix + ".density.png")
     if args.groups_tsv and (args.prefix or args.regex):
         raise InputError("give groups either with --groups-tsv or with --prefix/--regex, not both")
@@ -1056,7 +1076,7 @@ def _query_neighbors(args: argparse.Namespace) -> int:
     if args.fasta:
         fids, z = embed_fasta(args.fasta, args.model, args.engine)
         if z.shape[1] != index.dim:
-            raise InputError(f"the encoder {args.model} makes {z.shape[1]}-D vectors but the index has {index.dim}: "
+            raise InputError(f"the encoder {args.model or '(the default model)'} makes {z.shape[1]}-D vectors but the index has {index.dim}: "
                              "use the encoder that made the indexed embeddings")
         nb, d = index.query(z, args.k, args.threads)
         query_ids += fids

@@ -525,8 +525,8 @@ def _compare_groups(args: argparse.Namespace) -> int:
     from .paths import check_paths
 
     check_paths([args.coords, args.ids, args.groups_tsv, args.clusters],
-                [prefix + e for e in (".density.png", ".overlay.png", ".composition.png", ".composition.csv")
-                 + ((".density.pdf", ".overlay.pdf", ".composition.pdf") if args.pdf else ())])
+                [prefix + e for e in (".density.png", ".overlay.png") + ((".density.pdf", ".overlay.pdf") if args.pdf else ())
+                 + (((".composition.png", ".composition.csv") + ((".composition.pdf",) if args.pdf else ())) if args.clusters else ())])
     check_output_dir(prefix + ".density.png")
     if args.groups_tsv and (args.prefix or args.regex):
         raise InputError("give groups either with --groups-tsv or with --prefix/--regex, not both")
@@ -677,7 +677,7 @@ def _query_neighbors(args: argparse.Namespace) -> int:
     if args.fasta:
         fids, z = embed_fasta(args.fasta, args.model, args.engine)
         if z.shape[1] != index.dim:
-            raise InputError(f"the encoder {args.model} makes {z.shape[1]}-D vectors but the index has {index.dim}: "
+            raise InputError(f"the encoder {args.model or '(the default model)'} makes {z.shape[1]}-D vectors but the index has {index.dim}: "
                              "use the encoder that made the indexed embeddings")
         nb, d = index.query(z, args.k, args.threads)
         query_ids += fids

@@ -255,9 +255,12 @@ def concatenate(
     progress=None,
     mem_bytes: int = SHUFFLE_MEM_BYTES,
     method: str = "buckets",
-    width: int | None = N_COLUMNS,
+    n_cols: int | None = N_COLUMNS,
 ) -> tuple[int, int]:
     """Concatenate matrices (and their IDs) into ``out_prefix.npy``/``.txt``; optionally shuffle rows.
+
+    ``n_cols``: the width every input must have (k-mer matrices by default: the rest of the pipeline rejects other
+    widths); None accepts any width shared by all inputs (embeddings, for example).
 
     The shuffle is out of core with sequential I/O (``method="buckets"``, see
     :func:`_bucket_shuffle`): RAM holds the permutation, the IDs and about
@@ -271,7 +274,7 @@ def concatenate(
         raise InputError(f"{len(matrices)} matrices but {len(id_files)} ID files: give one ID file per matrix")
     if not matrices:
         raise InputError("no input matrices given")
-    mats = [open_matrix(p, n_cols=width) for p in matrices]  # k-mer matrices by default: the pipeline rejects others
+    mats = [open_matrix(p, n_cols) for p in matrices]
     n_cols, dtype = mats[0].shape[1], mats[0].dtype
     for p, m in zip(matrices, mats):
         if m.dtype.name not in ALLOWED_DTYPES:
@@ -631,6 +634,8 @@ class ConcatOptions:
                                 help="output prefix: writes NAME.npy and NAME.txt")
     shuffle: bool = option(False, help="shuffle rows (IDs move with them)")
     seed: int = option(42, help="seed of the shuffle")
+    any_width: bool = option(False, help="accept matrices of any width shared by all inputs (e.g. embeddings); "
+                                         "default: k-mer matrices of 2773 columns only")
     quiet: bool = quiet_option()
 
     @property
@@ -648,7 +653,8 @@ def run(opts: ConcatOptions) -> tuple[int, int]:
     check_paths(list(opts.inputs) + list(opts.ids), [prefix + ".npy", prefix + ".txt"])
     total = sum(open_matrix(p, n_cols=None).shape[0] for p in opts.inputs) if len(opts.inputs) == len(opts.ids) else 0
     with rows_bar(total, disable=opts.quiet) as update:
-        n, n_dup = concatenate(opts.inputs, opts.ids, prefix, shuffle=opts.shuffle, seed=opts.seed, progress=update)
+        n, n_dup = concatenate(opts.inputs, opts.ids, prefix, shuffle=opts.shuffle, seed=opts.seed, progress=update,
+                               n_cols=None if opts.any_width else N_COLUMNS)
     if not opts.quiet:
         print(f"concatenate_matrices: {n:,} rows from {len(opts.inputs)} matrices"
               f"{' (shuffled, seed ' + str(opts.seed) + ')' if opts.shuffle else ''} -> {prefix}.npy, {prefix}.txt",

@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -792,11 +793,14 @@ def train(opts: TrainOptions) -> TrainResult:
     return finalise(vae, run, fit(vae, run))
 
 
-def run(opts: TrainOptions) -> TrainResult:
+def run(opts: TrainOptions) -> TrainResult | int:
     """``train_vae``: :func:`train` into ``opts.run_dir`` (default ``Models/vae-<date>-<time>``).
 
     Ctrl-C raises :class:`TrainingInterrupted` (a KeyboardInterrupt) saying where the last completed epoch is.
+    A full disk is reported here (exit status 1), with what the run folder keeps for ``--resume``.
     """
+    import errno
+
     from .paths import check_paths
 
     if opts.run_dir is None:
@@ -804,7 +808,25 @@ def run(opts: TrainOptions) -> TrainResult:
             raise InputError("--resume needs the run folder: -o RUN_DIR")
         opts = dataclasses.replace(opts, run_dir=os.path.join("Models", time.strftime("vae-%Y%m%d-%H%M%S")))
     check_paths([opts.input], [], folders=[opts.run_dir])
-    return train(opts)
+    try:
+        return train(opts)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        # Not "no output was written" (vae.cli.run's line): the run folder keeps its last completed epoch.
+        print(f"train_vae: error: disk full while writing{' ' + str(e.filename) if e.filename else ''}; "
+              f"{resume_note(opts.run_dir)}", file=sys.stderr)
+        return 1
+
+
+def resume_note(run_dir: str) -> str:
+    """What a run folder holds for --resume, for messages after a failure."""
+    try:
+        with open(RunFolder(run_dir).state, encoding="utf-8") as fh:
+            epoch = int(json.load(fh)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no epoch was completed"
+    return f"{RunFolder(run_dir).resume} holds epoch {epoch}: free some space, then continue with train_vae -o {run_dir} --resume"
 
 
 @contextmanager
@@ -860,9 +882,12 @@ def _read_resume_state(run_dir: str) -> TrainerState:
             state = TrainerState.from_json(fh.read())
     except (OSError, ValueError, TypeError) as e:
         raise InputError(f"{state_path}: damaged resume state ({e}); start a new run with another -o") from None
-    if not state.model or not os.path.isfile(os.path.join(run_dir, RESUME_DIR, state.model)):
+    ckpt = os.path.join(run_dir, RESUME_DIR, state.model)
+    if not state.model or not os.path.isfile(ckpt):
         raise InputError(f"{state_path}: its checkpoint {state.model or '(none)'} is missing from {RESUME_DIR}/; "
                          "start a new run with another -o")
+    if not zipfile.is_zipfile(ckpt):
+        raise InputError(f"{ckpt}: damaged or truncated checkpoint (not a .keras zip archive); start a new run with another -o")
     return state
 
 

@@ -109,3 +109,13 @@ def quiet_stderr(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         sys.stderr = saved
+
+
+def n_threads(threads: int = 0) -> int:
+    """``threads`` if positive, else every core this process may use."""
+    if threads and threads > 0:
+        return threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

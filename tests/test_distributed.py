@@ -66,7 +66,7 @@ def test_two_devices_follow_the_one_device_trajectory(tmp_path):
 
     one, two = history(tmp_path / "run1"), history(tmp_path / "run2")
     assert len(one) == len(two) == 4
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         # Training losses (epoch means over all batches) agree closely; a different seed on one device moves them
         # by ~1.5 %. Validation of this tiny, fast-learning model swings ~10 % between seeds, hence the looser bound.
         for key, tol in (("loss", 0.03), ("recon", 0.03), ("val_loss", 0.15)):

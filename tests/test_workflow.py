@@ -73,7 +73,8 @@ def test_workflow_end_to_end_then_nothing_to_do(tmp_path):
     assert len(train_ids) == total and train_ids != sum((ids for _, ids in samples.values()), [])  # shuffled
     all_ids = (out / "all" / "embeddings.txt").read_text().splitlines()
     assert all_ids == [f"{n}/{i}" for n, (_, ids) in samples.items() for i in ids] and len(set(all_ids)) == total
-    assert (out / "model" / "encoder.keras").exists() and (out / "model" / "encoder.json").exists() and (out / "index" / "meta.json").exists()
+    assert (out / "model" / "encoder.keras").exists() and (out / "model" / "encoder.json").exists()
+    assert (out / "index" / "meta.json").exists()
     clusters = (out / "clusters" / "clusters.tsv").read_text().splitlines()
     assert len([c for c in clusters if not c.startswith("#")]) in (total, total + 1)  # with or without a header
     report = (out / "report.md").read_text()
@@ -83,3 +84,14 @@ def test_workflow_end_to_end_then_nothing_to_do(tmp_path):
     second = snakemake(tmp_path, config)
     assert second.returncode == 0, second.stderr[-4000:]
     assert "Nothing to be done" in second.stdout + second.stderr
+
+    # With an existing model: no counting, shuffling or training is planned (dry run), only per-sample embedding.
+    given = tmp_path / "given.yaml"
+    given.write_text(config.read_text().replace(f"outdir: {out}", f"outdir: {tmp_path / 'with_model'}")
+                     + f"model: {out / 'model' / 'encoder.json'}\n")
+    plan = snakemake(tmp_path, given, "-n")
+    assert plan.returncode == 0, plan.stderr[-4000:]
+    text = plan.stdout + plan.stderr
+    assert "rule embed:" in text or "embed" in text
+    for rule in ("count", "shuffle", "train", "export"):
+        assert f"rule {rule}:" not in text, rule

@@ -516,7 +516,7 @@ def _scatter_then_permute(mats, out_fd, base, rng, labels, by_bucket, counts, k,
         g += m.shape[0]
     for b in np.flatnonzero(fill):
         flush(int(b))
-    stage = buf = None  # free the staging before pass 2 holds a bucket
+    stage = buf = rows = None  # free the staging and the read buffer (rows is a view of it) before pass 2
 
     order = np.empty(n, dtype=np.int64)
     piece = max(1, min(chunk_bytes, mem_bytes // 8) // row_bytes)

@@ -9,7 +9,7 @@ out = sm.params.outdir
 lines = ["# kmer-vae workflow report", ""]
 lines += ["| sample | FASTA | contigs embedded |", "|---|---|---:|"]
 total = 0
-for (name, fasta), emb in zip(sm.params.samples.items(), sm.input.embeddings):
+for (name, fasta), emb in zip(sm.params.samples.items(), sm.input.embeddings, strict=True):
     n = int(np.load(emb, mmap_mode="r", allow_pickle=False).shape[0])
     total += n
     lines.append(f"| {name} | {fasta} | {n:,} |")
@@ -20,9 +20,9 @@ if sm.params.trained and os.path.exists(hist):
     with open(hist, encoding="utf-8") as fh:
         rows = fh.read().splitlines()
     lines.append(f"- Training: {len(rows) - 1} epochs logged in `{hist}`")
-with open(sm.input.index, encoding="utf-8") as fh:
+with open(os.path.join(sm.input.index, "meta.json"), encoding="utf-8") as fh:
     meta = json.load(fh)
-lines.append(f"- Neighbour index: `{os.path.dirname(sm.input.index)}` "
+lines.append(f"- Neighbour index: `{sm.input.index}` "
              f"({meta.get('method', '?')}, {meta.get('metric', '?')}, {meta.get('n', '?'):,} vectors)")
 with open(sm.input.clusters, encoding="utf-8") as fh:
     summ = json.load(fh)

@@ -93,7 +93,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """Keeps the description's line breaks; shows defaults only where there is one worth showing."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or action.default == [] or action.default is argparse.SUPPRESS:
+        if action.default is None or action.default is False or action.default == [] or action.default is argparse.SUPPRESS \
+                or isinstance(action, argparse._StoreFalseAction):  # --no-x switches: "(default: True)" reads wrong
             return action.help or ""
         return super()._get_help_string(action)
 

@@ -461,13 +461,13 @@ _LEIDEN, _HDBSCAN, _SCORES = "Leiden", "HDBSCAN", "scores and bins"
 class ClusterOptions:
     """Options of the ``cluster`` command: the parser is built from these fields (see ``cluster --help``)."""
 
-    ids: str = option(flags=("-id", "--ids"), required=True, metavar="IDS.txt", help="IDs of the rows")
-    output: str = option(flags=("-o", "--output"), required=True, metavar="CLUSTERS.tsv", help="output ID<TAB>cluster")
     # -c: what to cluster (embeddings or a map); a map when -e is given too (old form)
     input: str | None = option(None, flags=("-c", "--coords"), metavar="EMB.npy|MAP.npy",
                                help="what to cluster: embeddings (N, 1 + latent) or a t-SNE map (N, 2); with -e: the map")
     embeddings: str | None = option(None, flags=("-e", "--embeddings"), metavar="EMB.npy",
                                     help="(older form) embeddings, clustered with --space latent; -c is then the map")
+    ids: str = option(flags=("-id", "--ids"), required=True, metavar="IDS.txt", help="IDs of the rows")
+    output: str = option(flags=("-o", "--output"), required=True, metavar="CLUSTERS.tsv", help="output ID<TAB>cluster")
     map: str | None = option(None, metavar="MAP.npy", help="t-SNE map (N, 2) to draw the clusters on")
     method: str = option("hdbscan", choices=METHODS[::-1], help="clustering method")
     space: str | None = option(None, choices=SPACES, help="force what is clustered (default: by the shape of -c)")

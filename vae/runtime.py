@@ -111,10 +111,10 @@ def quiet_stderr(enabled: bool = True) -> Iterator[None]:
         sys.stderr = saved
 
 
-def n_threads(threads: int = 0) -> int:
-    """``threads`` if positive, else every core this process may use."""
-    if threads and threads > 0:
-        return threads
+def n_threads(requested: int = 0) -> int:
+    """``requested`` if positive, else every core this process may use (its CPU affinity, not the machine's count)."""
+    if requested and requested > 0:
+        return requested
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

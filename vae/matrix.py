@@ -6,13 +6,13 @@ read through memmaps and written in bounded chunks, never held whole in RAM.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import itertools
 import os
 import sys
 import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -246,7 +246,7 @@ def open_matrix(path: str, n_cols: int | None = N_COLUMNS, mmap: bool = True) ->
 # --------------------------------------------------------------------------- embeddings and maps (what `embedding` and `tsne` write)
 
 
-@dataclass
+@dataclasses.dataclass
 class Embeddings:
     """Latent vectors with their contig lengths (when the matrix has a length column) and IDs."""
 

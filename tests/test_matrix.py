@@ -80,10 +80,10 @@ def test_shuffle_mixes_sources_across_the_file(tmp_path):
 
 def test_duplicate_ids_warn(tmp_path, capsys):
     _, _, pa, ida = make(tmp_path, "a", 3, cols=4)
-    assert call_cli(concatenate_matrices, ["-i", pa, pa, "-id", ida, ida, "-o", tmp_path / "d"]) == 0
+    assert call_cli(concatenate_matrices, ["-i", pa, pa, "-id", ida, ida, "-o", tmp_path / "d", "--any-width"]) == 0
     assert "3 duplicate IDs" in capsys.readouterr().err
     # --quiet: nothing but errors, so not this warning either.
-    assert call_cli(concatenate_matrices, ["-i", pa, pa, "-id", ida, ida, "-o", tmp_path / "q", "--quiet"]) == 0
+    assert call_cli(concatenate_matrices, ["-i", pa, pa, "-id", ida, ida, "-o", tmp_path / "q", "--quiet", "--any-width"]) == 0
     assert capsys.readouterr().err == ""
 
 
@@ -105,6 +105,9 @@ def test_width_mismatch(tmp_path, capsys):
     _, _, pb, idb = make(tmp_path, "b", 4, cols=2772)
     assert call_cli(concatenate_matrices, ["-i", pa, pb, "-id", ida, idb, "-o", tmp_path / "o"]) == 2
     assert "2772 columns" in error_line(capsys) and not (tmp_path / "o.npy").exists()
+    # embeddings (any width) are accepted with --any-width, but the widths must still agree
+    assert call_cli(concatenate_matrices, ["-i", pa, pb, "-id", ida, idb, "-o", tmp_path / "o", "--any-width"]) == 2
+    assert "same width" in error_line(capsys) and not (tmp_path / "o.npy").exists()
 
 
 def test_dtype_mismatch(tmp_path, capsys):
@@ -134,7 +137,7 @@ def test_count_of_ids_files_must_match(tmp_path, capsys):
 
 def shuffled(tmp_path: Path, parts: list[tuple[np.ndarray, list[str], Path, Path]], name: str, **kw):
     out = str(tmp_path / name)
-    matrix.concatenate([str(p[2]) for p in parts], [str(p[3]) for p in parts], out, shuffle=True, **kw)
+    matrix.concatenate([str(p[2]) for p in parts], [str(p[3]) for p in parts], out, shuffle=True, n_cols=None, **kw)
     return np.load(out + ".npy", allow_pickle=False), (tmp_path / f"{name}.txt").read_text().splitlines()
 
 

@@ -328,6 +328,12 @@ def test_resume_refuses_when_resume_state_is_missing_or_damaged(files, tmp_path,
     code = call_cli(cli.train_vae, ["-o", run, "--resume", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "is missing" in err, err
+    (run / "resume" / "vae-epoch00002.keras").write_bytes(b"PK\x03\x04 truncated")
+    before = _snapshot(run)
+    code = call_cli(cli.train_vae, ["-o", run, "--resume", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "damaged or truncated checkpoint" in err, err
+    assert _snapshot(run) == before
 
 
 def test_verify_run_dir_refuses_a_reshuffled_matrix(files, tmp_path, capsys):
@@ -427,3 +433,40 @@ def test_tsne_says_when_it_lowers_the_perplexity(files, tmp_path, capsys):
     code = call_cli(cli.tsne, ["-e", files / "emb.npy", "-o", tmp_path / "m.npy", "--perplexity", "1000", "--no-plot",
                                "--threads", "1", "--n-iter", "20", "--early-iter", "10"])
     assert code == 0 and "perplexity 1000" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_damaged_keras_file_and_a_whole_vae_are_named_plainly(files, tmp_path):
+    import zipfile
+
+    from tests.conftest import run_cli
+
+    (tmp_path / "bad.keras").write_bytes(ENCODER_KERAS.read_bytes()[:3000])  # truncated
+    with zipfile.ZipFile(tmp_path / "vae.keras", "w") as z:  # what train_vae saves as vae.keras, in outline
+        z.writestr("config.json", json.dumps({"class_name": "VAE", "config": {}}))
+    for name, says in (("bad.keras", "damaged or truncated"), ("vae.keras", "a whole VAE, not an encoder")):
+        proc = run_cli("embedding", "-i", files / "kmers.npy", "-o", tmp_path / "e.npy", "-m", tmp_path / name, "--engine", "keras")
+        err = proc.stderr.decode()
+        assert proc.returncode == 2 and says in err and len(err.strip().splitlines()) == 1, err  # no TensorFlow banner
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_query_by_fasta_names_the_default_model(files, tmp_path, capsys):
+    code = call_cli(cli.query_neighbors, ["--build-index", tmp_path / "idx", "-e", files / "emb.npy", "-id", files / "ids.txt",
+                                          "--fasta", files / "x.fa", "--engine", "numpy", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "(the default model)" in err and "None" not in err, err
+
+
+def test_training_disk_full_says_what_resume_holds(tmp_path, monkeypatch, capsys):
+    import vae.train
+
+    run = tmp_path / "run"
+    (run / "resume").mkdir(parents=True)
+    (run / "resume" / "state.json").write_text(json.dumps({"epoch": 7, "model": "vae-epoch00007.keras"}))
+    monkeypatch.setattr(vae.train, "train", _disk_full)
+    code = call_cli(cli.train_vae, ["-i", tmp_path / "x.npy", "-o", run])
+    err = capsys.readouterr().err
+    assert code == 1 and "resume holds epoch 7" in err and "no output was written" not in err, err

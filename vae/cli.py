@@ -180,11 +180,15 @@ def concatenate_matrices_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="NAME", help="output prefix: writes NAME.npy and NAME.txt")
     p.add_argument("--shuffle", action="store_true", help="shuffle rows (IDs move with them)")
     p.add_argument("--seed", type=int, default=42, help="seed of the shuffle")
+    p.add_argument("--any-width", action="store_true",
+                   help="accept matrices of any width shared by all inputs (e.g. embeddings); default: k-mer matrices "
+                        "of 2773 columns only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def _concatenate_matrices(args: argparse.Namespace) -> int:
+    from .kmers import N_COLUMNS
     from .matrix import concatenate, open_matrix
     from .progress import rows_bar
 
@@ -194,7 +198,8 @@ def _concatenate_matrices(args: argparse.Namespace) -> int:
     check_paths(args.input + args.ids, [prefix + ".npy", prefix + ".txt"])
     total = sum(open_matrix(p, n_cols=None).shape[0] for p in args.input) if len(args.input) == len(args.ids) else 0
     with rows_bar(total, disable=args.quiet) as update:
-        n, n_dup = concatenate(args.input, args.ids, prefix, shuffle=args.shuffle, seed=args.seed, progress=update)
+        n, n_dup = concatenate(args.input, args.ids, prefix, shuffle=args.shuffle, seed=args.seed, progress=update,
+                               n_cols=None if args.any_width else N_COLUMNS)
     print(f"concatenate_matrices: {n:,} rows from {len(args.input)} matrices"
           f"{' (shuffled, seed ' + str(args.seed) + ')' if args.shuffle else ''} -> {prefix}.npy, {prefix}.txt", file=sys.stderr)
     return 0
@@ -296,8 +301,28 @@ def _train_vae(args: argparse.Namespace) -> int:
         denoise=args.denoise, denoise_fraction=args.denoise_fraction, bn_momentum=args.bn_momentum,
         group_weights=args.group_weights,
     )
-    train(opts)  # TrainingInterrupted (Ctrl-C) says where the last completed epoch is: run() reports it
+    try:
+        train(opts)  # TrainingInterrupted (Ctrl-C) says where the last completed epoch is: run() reports it
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        # Not "no output was written": the run folder keeps its last completed epoch.
+        print(f"train_vae: error: disk full while writing{' ' + str(e.filename) if e.filename else ''}; "
+              f"{_resume_note(run_dir)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _resume_note(run_dir: str) -> str:
+    """What a run folder holds for --resume, for messages after a failure."""
+    import json
+
+    try:
+        with open(os.path.join(run_dir, "resume", "state.json"), encoding="utf-8") as fh:
+            epoch = int(json.load(fh)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no epoch was completed"
+    return f"{run_dir}/resume holds epoch {epoch}: free some space, then continue with train_vae -o {run_dir} --resume"
 
 
 def train_vae(argv: Argv = None) -> int:

@@ -60,8 +60,8 @@ def run(opts: CompareOptions) -> list[str]:
 
     prefix = opts.prefix_path
     check_paths([opts.coords, opts.ids, opts.groups_tsv, opts.clusters],
-                [prefix + e for e in (".density.png", ".overlay.png", ".composition.png", ".composition.csv")
-                 + ((".density.pdf", ".overlay.pdf", ".composition.pdf") if opts.pdf else ())])
+                [prefix + e for e in (".density.png", ".overlay.png") + ((".density.pdf", ".overlay.pdf") if opts.pdf else ())
+                 + (((".composition.png", ".composition.csv") + ((".composition.pdf",) if opts.pdf else ())) if opts.clusters else ())])
     check_output_dir(prefix + ".density.png")
     coords, ids = load_coords(opts.coords, opts.ids)
     if opts.groups_tsv:

@@ -88,6 +88,10 @@ def _load_keras_model(path: str):
     if not keras_available():
         raise InputError(f"{path}: the keras engine needs TensorFlow and Keras (pip install 'kmer-vae[train]'); "
                          "or use --engine numpy with a portable export (export_encoder)")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a .keras model (damaged or truncated: not a zip archive)")
+    if _keras_class(path) == "VAE":
+        raise InputError(f"{path}: a whole VAE, not an encoder: give the run's encoder.keras (beside it, or in the run folder)")
     from .layers import CUSTOM_OBJECTS
     from .runtime import import_keras
 
@@ -98,6 +102,15 @@ def _load_keras_model(path: str):
     except Exception as e:  # Keras raises many types (ValueError, TypeError, OSError, zipfile.BadZipFile)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: cannot load the encoder ({type(e).__name__}: {msg})") from None
+
+
+def _keras_class(path: str) -> str | None:
+    """The top-level class name in a .keras archive's config.json (None when unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open("config.json") as fh:
+            return json.load(fh).get("class_name")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, AttributeError):
+        return None
 
 
 def _z_mean_tensor(model):
@@ -116,7 +129,7 @@ class KerasEncoder:
     """A ``.keras`` encoder cut down to its z_mean branch (no sampling is ever computed)."""
 
     def __init__(self, path: str):
-        model = _load_keras_model(path)
+        model = _load_keras_model(path)  # first: it imports Keras quietly, or refuses the file without importing it
         import keras  # noqa: TID251 -- already imported (quietly) by _load_keras_model
         if not getattr(model, "outputs", None) or not getattr(model, "inputs", None):
             raise InputError(f"{path}: not a functional encoder (no symbolic inputs/outputs)")
@@ -526,6 +539,9 @@ def embed_rows(encoder: Encoder, rows: np.ndarray, name: str = "input", offset: 
     out[:, 0] = rows[:, LENGTH_COLUMN]
     if rows.shape[0]:
         out[:, 1:] = encoder.z_mean(clr_batch(rows))
+        if not np.isfinite(out[:, 1:]).all():  # valid input, so the encoder's weights are broken (e.g. NaN)
+            raise InputError(f"{encoder.source}: the encoder gave non-finite z_mean for {name} rows from {offset}; "
+                             "its weights are damaged: nothing written")
     return out
 
 

@@ -340,8 +340,12 @@ def concatenate(
     progress=None,
     mem_bytes: int = SHUFFLE_MEM_BYTES,
     method: str = "buckets",
+    n_cols: int | None = N_COLUMNS,
 ) -> tuple[int, int]:
     """Concatenate matrices (and their IDs) into ``out_prefix.npy``/``.txt``; optionally shuffle rows.
+
+    ``n_cols``: the width every input must have (k-mer matrices by default: the rest of the pipeline rejects other
+    widths); None accepts any width shared by all inputs (embeddings, for example).
 
     The shuffle is out of core with sequential I/O (``method="buckets"``, see
     :func:`_bucket_shuffle`): RAM holds the permutation, the IDs and about
@@ -354,7 +358,7 @@ def concatenate(
         raise InputError(f"{len(matrices)} matrices but {len(id_files)} ID files: give one ID file per matrix")
     if not matrices:
         raise InputError("no input matrices given")
-    mats = [open_matrix(p) for p in matrices]  # k-mer matrices only: the rest of the pipeline rejects other widths
+    mats = [open_matrix(p, n_cols) for p in matrices]
     n_cols, dtype = mats[0].shape[1], mats[0].dtype
     for p, m in zip(matrices, mats):
         if m.dtype.name not in ALLOWED_DTYPES:

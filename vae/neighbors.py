@@ -522,7 +522,7 @@ def run(opts: QueryOptions) -> dict:
             raise InputError(f"{opts.fasta}: no such file")  # before the encoder (seconds with Keras) is loaded
         encoder = load_encoder(opts.model, opts.engine)
         if encoder.latent != index.dim:
-            raise InputError(f"the encoder {opts.model} makes {encoder.latent}-D vectors but the index has {index.dim}: "
+            raise InputError(f"the encoder {opts.model or '(the default model)'} makes {encoder.latent}-D vectors but the index has {index.dim}: "
                              "use the encoder that made the indexed embeddings")
         fids, z = embed_fasta_file(opts.fasta, encoder, opts.threads)
         nb, d = index.query(z, opts.k, opts.threads)

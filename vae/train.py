@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -771,9 +772,12 @@ def _read_resume_state(run_dir: str) -> TrainerState:
             state = TrainerState.from_json(fh.read())
     except (OSError, ValueError, TypeError) as e:
         raise InputError(f"{state_path}: damaged resume state ({e}); start a new run with another -o") from None
-    if not state.model or not os.path.isfile(os.path.join(run_dir, RESUME_DIR, state.model)):
+    ckpt = os.path.join(run_dir, RESUME_DIR, state.model)
+    if not state.model or not os.path.isfile(ckpt):
         raise InputError(f"{state_path}: its checkpoint {state.model or '(none)'} is missing from {RESUME_DIR}/; "
                          "start a new run with another -o")
+    if not zipfile.is_zipfile(ckpt):
+        raise InputError(f"{ckpt}: damaged or truncated checkpoint (not a .keras zip archive); start a new run with another -o")
     return state
 
 

@@ -565,7 +565,7 @@ def load_inputs(o: ClusterOptions) -> tuple[np.ndarray, list[str], str, np.ndarr
     drawn), anything wider an embeddings matrix. With ``-e`` (the older form)
     ``-c`` is the map and ``--space`` picks which of the two is clustered.
     """
-    from .explore import load_coords, load_embeddings
+    from .matrix import load_coords, load_embeddings
 
     coords = ids = None
     if o.embeddings:  # old form: -e the vectors, -c the map

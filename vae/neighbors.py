@@ -12,6 +12,11 @@ sizes, parameters), ``ids.txt`` (row i's ID) and either ``vectors.npy``
 temporary name and renamed into place when complete.
 
 Distances: Euclidean (not squared) or cosine distance 1 − cos.
+
+:func:`knn_blocks` is the project's one exact k-NN search (the index's exact
+method, :func:`exact_knn`, and ``verify_local_distances`` through
+:func:`vae.evaluate.knn` use it). The ``query_neighbors`` command is
+:class:`QueryOptions` + :func:`run`.
 """
 from __future__ import annotations
 

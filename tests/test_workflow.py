@@ -55,7 +55,7 @@ def test_workflow_end_to_end_then_nothing_to_do(tmp_path):
         f"bin: {REPO / 'bin'}/",
         "train: {epochs: 2, latent: 4, hidden: [32, 16], batch_size: 32, warmup_epochs: 1}",
         "threads: {count: 1, embed: 1, train: 2}",
-        'cluster: {method: hdbscan-tsne, tsne_args: "--no-plot --n-iter 100 --early-iter 50", args: "--no-plot --min-cluster-size 5"}',
+        'cluster: {method: leiden, tsne_args: "--no-plot --n-iter 100 --early-iter 50", args: "-k 10"}',
     ]
     config.write_text("\n".join(lines) + "\n")
     first = snakemake(tmp_path, config)

@@ -683,7 +683,7 @@ def evaluate_labels(argv: Argv = None) -> int:
 def tsne_parser() -> argparse.ArgumentParser:
     from .tsne import TsneOptions
 
-    p = _parser(
+    return add_options(_parser(
         "tsne",
         "2-D t-SNE map of an embeddings matrix (openTSNE: FFT-accelerated from 10k points, Barnes-Hut\n"
         "below; all cores): writes the coordinates (N, 2) .npy, rows aligned with the IDs, a PNG of\n"
@@ -694,8 +694,7 @@ def tsne_parser() -> argparse.ArgumentParser:
         "points use --affinity uniform --k-neighbors 15 (15 instead of 90 neighbours per point).\n\n"
         "example: tsne -e emb.npy -id ids.txt -o map.npy            # writes map.npy, map.png, map.json\n"
         "         tsne -e emb.npy -id ids.txt -o map.npy --max-points 200000   # + map.txt (sampled IDs)",
-    )
-    return add_options(p, TsneOptions)
+    ), TsneOptions)
 
 
 def tsne(argv: Argv = None) -> int:
@@ -708,7 +707,7 @@ def tsne(argv: Argv = None) -> int:
 def cluster_parser() -> argparse.ArgumentParser:
     from .cluster import ClusterOptions
 
-    p = _parser(
+    return add_options(_parser(
         "cluster",
         "Clusters of contigs: Leiden on the k-nearest-neighbour graph of the latent vectors (--method\n"
         "leiden, what binners do now), or HDBSCAN (default) on a t-SNE map or on the latent vectors.\n"
@@ -724,8 +723,7 @@ def cluster_parser() -> argparse.ArgumentParser:
         "example: cluster --method leiden -c emb.npy -id emb.txt --resolution 0.5 1 2 --map map.npy \\\n"
         "             --labels taxonomy.tsv --fasta contigs.fa.gz --bins-dir bins -o leiden.tsv\n"
         "         cluster -c map.npy -id ids.txt -o clusters.tsv   # HDBSCAN on the map; + .json, .png",
-    )
-    return add_options(p, ClusterOptions)
+    ), ClusterOptions)
 
 
 def cluster(argv: Argv = None) -> int:
@@ -738,7 +736,7 @@ def cluster(argv: Argv = None) -> int:
 def compare_groups_parser() -> argparse.ArgumentParser:
     from .compare import CompareOptions
 
-    p = _parser(
+    return add_options(_parser(
         "compare_groups",
         "Compare groups of contigs (e.g. samples) over one t-SNE map. Writes PREFIX.density.png (the\n"
         "difference of the groups' normalised 2-D densities on a diverging colour map: for two groups\n"
@@ -750,8 +748,7 @@ def compare_groups_parser() -> argparse.ArgumentParser:
         "one group at most; IDs in no group are left out of the comparison.\n\n"
         "example: compare_groups -c map.npy -id ids.txt --prefix water=W_ --prefix sediment=S_ \\\n"
         "             --clusters clusters.tsv -o results/water_vs_sediment",
-    )
-    return add_options(p, CompareOptions)
+    ), CompareOptions)
 
 
 def compare_groups(argv: Argv = None) -> int:
@@ -764,7 +761,7 @@ def compare_groups(argv: Argv = None) -> int:
 def query_neighbors_parser() -> argparse.ArgumentParser:
     from .neighbors import QueryOptions
 
-    p = _parser(
+    return add_options(_parser(
         "query_neighbors",
         "The k nearest contigs of given contigs (by ID) or of new sequences (FASTA, embedded with an\n"
         "encoder), from an index built once over an embeddings matrix. Exact NumPy search below 50,000\n"
@@ -774,8 +771,7 @@ def query_neighbors_parser() -> argparse.ArgumentParser:
         "example: query_neighbors --build-index emb_index -e emb.npy -id ids.txt\n"
         "         query_neighbors --index emb_index --ids contig_7 contig_42 -k 20 > nn.tsv\n"
         "         query_neighbors --index emb_index --fasta new.fa -m Models/run1/encoder.keras -o nn.tsv",
-    )
-    return add_options(p, QueryOptions)
+    ), QueryOptions)
 
 
 def query_neighbors(argv: Argv = None) -> int:
@@ -785,13 +781,10 @@ def query_neighbors(argv: Argv = None) -> int:
     _exit(run(_command(neighbors.QueryOptions, neighbors.run), query_neighbors_parser(), argv))
 
 
-# --------------------------------------------------------------------------- the demo (issue 5)
-
-
 def demo_parser() -> argparse.ArgumentParser:
     from .demo import DemoOptions
 
-    p = _parser(
+    return add_options(_parser(
         "demo",
         "The whole pipeline on a small mock metagenome, in a few minutes on a laptop CPU: two samples\n"
         "(water, sediment) of contigs from known genomes (the real ones in ../shared/data when present,\n"
@@ -799,8 +792,7 @@ def demo_parser() -> argparse.ArgumentParser:
         "contigs embedded, verified against PCA and CLR baselines, mapped with t-SNE, clustered, and the\n"
         "samples compared. Everything lands in one folder with an index.html report.\n\n"
         "example: demo -o demo_out",
-    )
-    return add_options(p, DemoOptions)
+    ), DemoOptions)
 
 
 def demo(argv: Argv = None) -> int:

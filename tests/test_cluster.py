@@ -282,3 +282,18 @@ def test_bad_input_is_one_clear_line(files, tmp_path, capsys, case):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0] and expect in lines[0], err
     assert sorted(os.listdir(tmp_path)) == before, "no output, not even a temporary one"
+
+
+def test_the_parser_is_built_from_cluster_options():
+    """Resolutions as separate or comma-joined tokens give one flat list; to_argv gives options back unchanged."""
+    from vae.options import from_namespace, to_argv
+
+    p = cli.cluster_parser()
+    opts = from_namespace(cl.ClusterOptions, p.parse_args(["-c", "e.npy", "-id", "i.txt", "-o", "o.tsv", "--method", "leiden",
+                                                            "--resolution", "0.5", "1,2", "--no-length-column"]))
+    assert opts.resolutions == [0.5, 1.0, 2.0] and opts.length_column is False and opts.input == "e.npy"
+    assert from_namespace(cl.ClusterOptions, p.parse_args(to_argv(opts))) == opts
+    default = from_namespace(cl.ClusterOptions, p.parse_args(["-id", "i.txt", "-o", "o.tsv"]))
+    assert default == cl.ClusterOptions(ids="i.txt", output="o.tsv")
+    with pytest.raises(InputError, match="--ef must be >= 0, got -1"):
+        from_namespace(cl.ClusterOptions, p.parse_args(["-id", "i", "-o", "o", "--ef", "-1"]))

@@ -9,7 +9,7 @@ import pytest
 
 from vae import cli
 from vae.errors import InputError
-from vae.neighbors import NeighborIndex, exact_knn, fasta_profiles
+from vae.neighbors import NeighborIndex, embed_fasta_file, exact_knn, knn_blocks
 
 
 def reference_knn(data, queries, k, metric):
@@ -48,6 +48,29 @@ def test_exact_ties_are_broken_by_row():
     x = np.zeros((6, 3), np.float32)
     idx, dist = exact_knn(x, x[:1], 4)
     assert idx.tolist() == [[0, 1, 2, 3]] and (dist == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_streamed_blocks_with_exclusion_match_brute_force(data, metric, dtype):
+    """The base streamed in uneven blocks, each query excluding itself: the same rows as a full sort without it."""
+    x, _ = data
+    x = x[:600]
+    blocks = [(a, x[a : a + 97]) for a in range(0, len(x), 97)]
+    q = np.arange(0, 600, 7)
+    idx, dist = knn_blocks(x[q], blocks, 8, metric, exclude=q, dtype=dtype, chunk_elements=3000)
+    ref_idx, ref_dist = reference_knn(x, x[q], 9, metric)
+    assert not (idx == q[:, None]).any()
+    np.testing.assert_array_equal(idx, ref_idx[:, 1:])
+    np.testing.assert_allclose(dist, ref_dist[:, 1:], rtol=1e-3, atol=1e-3)
+
+
+def test_streamed_ties_go_to_the_lower_row_and_missing_slots_are_marked():
+    x = np.ones((7, 2), np.float32)
+    idx, dist = knn_blocks(x[:1], [(4, x[4:]), (0, x[:4])], 5, exclude=np.array([0]))  # later rows streamed first
+    assert idx.tolist() == [[1, 2, 3, 4, 5]] and (dist == 0).all()
+    idx, dist = knn_blocks(x[:1], [(0, x[:3])], 4, exclude=np.array([0]))
+    assert idx.tolist() == [[1, 2, -1, -1]] and np.isinf(dist[0, 2:]).all()
 
 
 def test_query_rows_excludes_the_point_itself(data):
@@ -124,12 +147,28 @@ def test_unknown_ids_and_dimension_errors(data):
         index.query(np.zeros((1, 5)), 3)
 
 
-def test_fasta_profiles(tmp_path):
+class FakeEncoder:
+    """A stand-in encoder: the CLR of the 2-mers AA, AC, AG, AT as a 4-D "latent" (enough to tell GC- from AT-rich)."""
+
+    input_dim, latent, source = 2772, 4, "fake"
+
+    def z_mean(self, x):
+        return np.asarray(x[:, 2760:2764], dtype=np.float32)
+
+
+def test_embed_fasta_file(tmp_path):
+    """Query sequences go through the one FASTA pipeline (vae.embed.embed_fasta): IDs and the encoder's z of each record."""
+    from vae.kmers import profile
+    from vae.transform import clr
+
     fa = tmp_path / "q.fa"
     fa.write_text(">a desc\nACGTACGTAA\n>b\nGGGCCCAT\nTTNA\n")
-    ids, rows = fasta_profiles(str(fa))
-    assert ids == ["a", "b"] and rows.shape == (2, 2773)
-    assert rows[0, 0] == 10 and rows[1, 0] == 11
+    ids, z = embed_fasta_file(str(fa), FakeEncoder())
+    assert ids == ["a", "b"] and z.shape == (2, 4) and z.dtype == np.float32
+    ref = FakeEncoder().z_mean(clr(np.stack([profile("ACGTACGTAA"), profile("GGGCCCATTTNA")])))
+    np.testing.assert_allclose(z, ref, rtol=1e-6)
+    with pytest.raises(InputError, match="no such file"):
+        embed_fasta_file(str(tmp_path / "none.fa"), FakeEncoder())
 
 
 # --------------------------------------------------------------------------- the command
@@ -194,20 +233,20 @@ def test_command_build_and_query_cosine_in_one_call(emb_files, capsys):
 
 
 def test_command_query_by_fasta(tmp_path, capsys, monkeypatch):
-    """New sequences are counted, embedded (a stand-in encoder here: the 4 mononucleotide-pair columns) and searched."""
+    """New sequences are counted, embedded (a stand-in encoder here) and searched."""
     import vae.embed
+    from vae.kmers import profile
+    from vae.transform import clr
 
     seqs = {"gc_rich": "GCGCGGCCGCGGGCCCGC" * 20, "at_rich": "ATATTAAATTTATAAT" * 20, "mixed": "ACGTTGCAACGT" * 30}
-    fa = tmp_path / "db.fa"
-    fa.write_text("".join(f">{k}\n{v}\n" for k, v in seqs.items()))
-    ids, rows = fasta_profiles(str(fa))
 
-    def fake_embed(rows, model_path=None, engine="auto"):
+    def fake_load(model_path=None, engine="auto"):
         assert model_path == "enc.keras"
-        return rows[:, 2761:2765].astype(np.float32)  # a 4-D "latent": the 2-mers AA, AC, AG, AT, enough to tell GC- from AT-rich
+        return FakeEncoder()
 
-    monkeypatch.setattr(vae.embed, "embed_matrix", fake_embed)
-    NeighborIndex.build(fake_embed(rows, "enc.keras"), ids).save(str(tmp_path / "idx"))
+    monkeypatch.setattr(vae.embed, "load_encoder", fake_load)
+    z = FakeEncoder().z_mean(clr(np.stack([profile(s) for s in seqs.values()])))
+    NeighborIndex.build(z, list(seqs)).save(str(tmp_path / "idx"))
     (tmp_path / "q.fa").write_text(">new_gc\n" + "GGCCGCGCGGCGCC" * 20 + "\n>new_at\n" + "TTAATATAATTA" * 20 + "\n")
     code, out, err = run_cli(["--index", tmp_path / "idx", "--fasta", tmp_path / "q.fa", "-m", "enc.keras", "-k", 1], capsys)
     assert code == 0, err

@@ -29,7 +29,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numba
@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import InputError
 from .explore import relabel_by_size
+from .options import float_list, option, quiet_option
 
 METHODS = ("leiden", "hdbscan")
 WEIGHTS = ("snn", "distance")
@@ -452,44 +453,71 @@ def discard_bins(res: BinResult | None) -> None:
 # --------------------------------------------------------------------------- the command
 
 
+#: Headings of ``cluster --help``.
+_LEIDEN, _HDBSCAN, _SCORES = "Leiden", "HDBSCAN", "scores and bins"
+
+
 @dataclass
 class ClusterOptions:
-    """Options of the ``cluster`` command (see ``cluster --help``)."""
+    """Options of the ``cluster`` command: the parser is built from these fields (see ``cluster --help``)."""
 
-    ids: str
-    output: str
-    input: str | None = None  # -c: what to cluster (embeddings or a map); a map when -e is given too (old form)
-    embeddings: str | None = None  # -e: the latent vectors (old form, with -c the map)
-    map: str | None = None  # the map to draw the clusters on
-    space: str | None = None  # tsne / latent; None: by the input's shape
-    length_column: bool = True
-    method: str = "hdbscan"
+    # -c: what to cluster (embeddings or a map); a map when -e is given too (old form)
+    input: str | None = option(None, flags=("-c", "--coords"), metavar="EMB.npy|MAP.npy",
+                               help="what to cluster: embeddings (N, 1 + latent) or a t-SNE map (N, 2); with -e: the map")
+    embeddings: str | None = option(None, flags=("-e", "--embeddings"), metavar="EMB.npy",
+                                    help="(older form) embeddings, clustered with --space latent; -c is then the map")
+    ids: str = option(flags=("-id", "--ids"), required=True, metavar="IDS.txt", help="IDs of the rows")
+    output: str = option(flags=("-o", "--output"), required=True, metavar="CLUSTERS.tsv", help="output ID<TAB>cluster")
+    map: str | None = option(None, metavar="MAP.npy", help="t-SNE map (N, 2) to draw the clusters on")
+    method: str = option("hdbscan", choices=METHODS[::-1], help="clustering method")
+    space: str | None = option(None, choices=SPACES, help="force what is clustered (default: by the shape of -c)")
+    length_column: bool = option(True, flags=("--no-length-column",), action="store_false",
+                                 help="the embeddings are a plain (N, latent) matrix")
     # leiden
-    k: int = 15
-    weight: str = "snn"
-    mutual: bool = False
-    resolutions: list[float] = field(default_factory=lambda: [1.0])
-    neighbors: str = "auto"
-    ef_construction: int = EF_CONSTRUCTION
-    ef: int = EF_SEARCH
+    k: int = option(15, flags=("-k",), group=_LEIDEN, help="neighbours per point in the graph")
+    weight: str = option("snn", choices=WEIGHTS, group=_LEIDEN,
+                         help="edge weight: shared neighbours, or a Gaussian of the distance")
+    mutual: bool = option(False, group=_LEIDEN, help="keep only mutual kNN edges (default: union)")
+    resolutions: list[float] = option(default_factory=lambda: [1.0], flags=("--resolution",), nargs="+", type=float_list,
+                                      metavar="R", group=_LEIDEN,
+                                      help="one or several resolutions (> 0; higher = more clusters); one output column each")
+    neighbors: str = option("auto", choices=("auto", "exact", "hnsw"), group=_LEIDEN,
+                            help="neighbour search (auto: exact below 50,000 points)")
+    ef_construction: int = option(EF_CONSTRUCTION, group=_LEIDEN,
+                                  help="HNSW build-time search breadth (more = better recall, slower)")
+    ef: int = option(EF_SEARCH, group=_LEIDEN, help="HNSW query-time search breadth")
     # hdbscan
-    min_cluster_size: int | None = None
-    min_samples: int | None = None
+    min_cluster_size: int | None = option(None, group=_HDBSCAN, help="smallest cluster (default: scaled with N, see above)")
+    min_samples: int | None = option(None, group=_HDBSCAN,
+                                     help="HDBSCAN min_samples: larger = more conservative, more noise "
+                                          "(default: max(5, min_cluster_size/10))")
     # scores and bins
-    labels: str | None = None
-    fasta: list[str] = field(default_factory=list)
-    bins_dir: str | None = None
-    min_bin_size: int = 200_000
-    bins_gzip: bool = False
-    bins_resolution: float | None = None
+    labels: str | None = option(None, metavar="TSV", group=_SCORES,
+                                help="ID<TAB>label... with a header (e.g. id, genome, genus): score each clustering")
+    fasta: list[str] = option(default_factory=list, metavar="FASTA", group=_SCORES,
+                              help="the contigs (plain or gzip) for --bins-dir")
+    bins_dir: str | None = option(None, metavar="DIR", group=_SCORES,
+                                  help="write one FASTA per cluster (bin_C.fna) and DIR/contig_bins.tsv")
+    min_bin_size: int = option(200_000, metavar="BP", group=_SCORES, help="smallest bin written, in bp")
+    bins_gzip: bool = option(False, group=_SCORES, help="gzip the bins (.fna.gz)")
+    bins_resolution: float | None = option(None, metavar="R", group=_SCORES,
+                                           help="resolution whose clusters become bins (default: the first)")
     # outputs
-    summary: str | None = None
-    png: str | None = None
-    no_plot: bool = False
-    pdf: bool = False
-    threads: int = 0
-    seed: int = 42
-    quiet: bool = False
+    summary: str | None = option(None, metavar="JSON", help="summary file (default: beside the output, .json)")
+    png: str | None = option(None, metavar="PNG",
+                             help="the map coloured by cluster (needs a map: -c MAP.npy or --map) (default: beside the output, .png)")
+    no_plot: bool = option(False, help="write no figure")
+    pdf: bool = option(False, help="also write each figure as PDF (same name, .pdf)")
+    threads: int = option(0, help="threads (0 = all cores)")
+    seed: int = option(42, help="seed of the neighbour graph and of Leiden")
+    quiet: bool = quiet_option()
+
+    def __post_init__(self) -> None:
+        # Ranges (once argparse types): one-line errors before anything is read.
+        for name in ("ef_construction", "ef", "min_cluster_size", "min_samples", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
 
     def validate(self) -> None:
         """Everything that can be checked before reading any data."""
@@ -537,7 +565,7 @@ def load_inputs(o: ClusterOptions) -> tuple[np.ndarray, list[str], str, np.ndarr
     drawn), anything wider an embeddings matrix. With ``-e`` (the older form)
     ``-c`` is the map and ``--space`` picks which of the two is clustered.
     """
-    from .explore import load_coords, load_embeddings
+    from .matrix import load_coords, load_embeddings
 
     coords = ids = None
     if o.embeddings:  # old form: -e the vectors, -c the map

@@ -1,7 +1,9 @@
 """The one-command demo: a mock metagenome through the whole pipeline, with an HTML report.
 
-Each step is the real command, run in-process with the arguments a user would
-type (they are printed in the report so they can be re-run by hand).
+The ``demo`` command is :class:`DemoOptions` + :func:`run`. Each step is the
+real command's ``run(opts)`` called in-process; the report shows the command
+line equivalent to its options (:func:`vae.options.to_argv`), so it can be
+re-run by hand.
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from . import mock
 from .errors import InputError
+from .options import option, to_argv
 
 
 def slug(name: str) -> str:
@@ -50,6 +53,24 @@ class DemoSettings:
 
 
 @dataclass
+class DemoOptions:
+    """Everything ``demo`` takes."""
+
+    output: str = option("demo_out", flags=("-o", "--output"), metavar="DIR", help="output folder (created)")
+    quick: bool = option(False, help="a reduced version (what CI runs end to end)")
+    simulated: bool = option(False, help="use simulated genomes even when the real ones are present")
+    seed: int = option(42, help="seed of every step")
+    quiet: bool = option(False, help="nothing but errors on stderr (the report's path still goes to stdout)")
+
+    def settings(self) -> DemoSettings:
+        s = DemoSettings.quick() if self.quick else DemoSettings()
+        s.seed = self.seed
+        if self.simulated:
+            s.use_real = False
+        return s
+
+
+@dataclass
 class Demo:
     out: str
     settings: DemoSettings
@@ -58,24 +79,51 @@ class Demo:
     def path(self, *parts: str) -> str:
         return os.path.join(self.out, *parts)
 
-    def run(self, name: str, entry: Callable, *argv) -> None:
-        """Run one command as a user would; stop the demo with its message if it fails."""
-        args = [str(a) for a in argv]
-        print(f"\n== {name}: {shlex.join([entry.__name__, *args])}", file=sys.stderr, flush=True)
+    def _timed(self, name: str, argv: list[str], call: Callable[[], Any]) -> None:
+        print(f"\n== {name}: {shlex.join(argv)}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
+        # What the command prints on stdout (its report) is kept for the HTML page.
+        with open(self.path(f"{slug(name)}.out.txt"), "w") as fh, contextlib.redirect_stdout(fh):
+            call()
+        self.steps.append(Step(name, argv, time.perf_counter() - t0))
+
+    def run(self, name: str, command: str, run_fn: Callable[[Any], Any], opts: Any) -> None:
+        """Run one command's ``run(opts)``; stop the demo with its message if it fails."""
         try:
-            # What the command prints on stdout (its report) is kept for the HTML page.
-            with open(self.path(f"{slug(name)}.out.txt"), "w") as fh, contextlib.redirect_stdout(fh):
+            self._timed(name, [command, *to_argv(opts)], lambda: run_fn(opts))
+        except InputError as e:
+            raise InputError(f"demo step '{name}' failed: {e}") from None
+
+    def run_cli(self, name: str, entry: Callable, *argv) -> None:
+        """Run one command through its console entry point (the commands not yet converted to ``run(opts)``)."""
+        args = [str(a) for a in argv]
+
+        def call() -> None:
+            try:
                 entry(args)
-        except SystemExit as e:
-            if e.code not in (0, None):
-                raise InputError(f"demo step '{name}' failed (exit {e.code}); see the message above") from None
-        self.steps.append(Step(name, [entry.__name__, *args], time.perf_counter() - t0))
+            except SystemExit as e:
+                if e.code not in (0, None):
+                    raise InputError(f"demo step '{name}' failed (exit {e.code}); see the message above") from None
+
+        self._timed(name, [entry.__name__, *args], call)
+
+
+def run(opts: DemoOptions) -> str:
+    """The ``demo`` command: the whole pipeline into ``opts.output``; prints and returns the report's path."""
+    from .runtime import quiet_stderr
+
+    out_parent = os.path.dirname(os.path.abspath(opts.output))
+    if not os.path.isdir(out_parent):
+        raise InputError(f"output folder {out_parent} does not exist")
+    with quiet_stderr(opts.quiet):
+        report = run_demo(opts.output, opts.settings())
+    print(report)
+    return report
 
 
 def run_demo(out: str, settings: DemoSettings) -> str:
     """Build the mock metagenome, run every step, write ``out/index.html``; returns its path."""
-    from . import cli
+    from . import cli, cluster, compare, tsne
 
     os.makedirs(out, exist_ok=True)
     d = Demo(out, settings)
@@ -86,31 +134,33 @@ def run_demo(out: str, settings: DemoSettings) -> str:
                     use_real=s.use_real)
     d.steps.append(Step("mock metagenome", ["(vae.mock.build)", mg.source], time.perf_counter() - t0))
     for sample, fasta in mg.fastas.items():
-        d.run(f"count {sample}", cli.calculate_kmer_frequencies, "-i", fasta, "-id", d.path(f"{sample}.txt"),
-              "-k", d.path(f"{sample}.npy"), "--quiet")
+        d.run_cli(f"count {sample}", cli.calculate_kmer_frequencies, "-i", fasta, "-id", d.path(f"{sample}.txt"),
+                  "-k", d.path(f"{sample}.npy"), "--quiet")
     samples = list(mg.fastas)
-    d.run("concatenate + shuffle", cli.concatenate_matrices, "-i", *[d.path(f"{x}.npy") for x in samples],
-          "-id", *[d.path(f"{x}.txt") for x in samples], "-o", d.path("all"), "--shuffle", "--seed", s.seed, "--quiet")
-    d.run("train", cli.train_vae, "-i", d.path("all.npy"), "-o", d.path("model"), "--latent", s.latent,
-          "--hidden", *s.hidden, "--epochs", s.epochs, "--warmup-epochs", s.warmup_epochs, "--batch-size", s.batch_size,
-          "--lr", "1e-3", "--seed", s.seed, "--quiet")
+    d.run_cli("concatenate + shuffle", cli.concatenate_matrices, "-i", *[d.path(f"{x}.npy") for x in samples],
+              "-id", *[d.path(f"{x}.txt") for x in samples], "-o", d.path("all"), "--shuffle", "--seed", s.seed, "--quiet")
+    d.run_cli("train", cli.train_vae, "-i", d.path("all.npy"), "-o", d.path("model"), "--latent", s.latent,
+              "--hidden", *s.hidden, "--epochs", s.epochs, "--warmup-epochs", s.warmup_epochs, "--batch-size", s.batch_size,
+              "--lr", "1e-3", "--seed", s.seed, "--quiet")
     encoder = d.path("model", "encoder.keras")
-    d.run("embed", cli.embedding, "-m", encoder, "-i", d.path("all.npy"), "-o", d.path("emb.npy"), "--quiet")
-    d.run("verify vs PCA and CLR", cli.verify_local_distances, "-i", d.path("all.npy"), "--run-dir", d.path("model"),
-          "-e", encoder, "--json", d.path("verify.json"), "--seed", s.seed, "--quiet")
-    d.run("label agreement", cli.evaluate_labels, "-i", d.path("all.npy"), "-id", d.path("all.txt"), "-l", mg.labels,
-          "--ranks", "genome,genus,phylum", "-e", encoder, "--json", d.path("labels.json"), "--seed", s.seed, "--quiet")
-    d.run("t-SNE", cli.tsne, "-e", d.path("emb.npy"), "-id", d.path("all.txt"), "-o", d.path("map.npy"),
-          "--seed", s.seed, "--quiet")
-    d.run("cluster", cli.cluster, "-c", d.path("map.npy"), "-id", d.path("all.txt"), "-o", d.path("clusters.tsv"),
-          "--summary", d.path("clusters.json"), "--labels", mg.labels)
+    d.run_cli("embed", cli.embedding, "-m", encoder, "-i", d.path("all.npy"), "-o", d.path("emb.npy"), "--quiet")
+    d.run_cli("verify vs PCA and CLR", cli.verify_local_distances, "-i", d.path("all.npy"), "--run-dir", d.path("model"),
+              "-e", encoder, "--json", d.path("verify.json"), "--seed", s.seed, "--quiet")
+    d.run_cli("label agreement", cli.evaluate_labels, "-i", d.path("all.npy"), "-id", d.path("all.txt"), "-l", mg.labels,
+              "--ranks", "genome,genus,phylum", "-e", encoder, "--json", d.path("labels.json"), "--seed", s.seed, "--quiet")
+    d.run("t-SNE", "tsne", tsne.run, tsne.TsneOptions(embeddings=d.path("emb.npy"), ids=d.path("all.txt"),
+                                                    output=d.path("map.npy"), seed=s.seed, quiet=True))
+    d.run("cluster", "cluster", cluster.run, cluster.ClusterOptions(
+        input=d.path("map.npy"), ids=d.path("all.txt"), output=d.path("clusters.tsv"), summary=d.path("clusters.json"),
+        labels=mg.labels))
     # Leiden on the latent vectors themselves (what binners do), drawn on the same map, with bins of the contigs.
-    d.run("cluster (Leiden)", cli.cluster, "--method", "leiden", "-c", d.path("emb.npy"), "-id", d.path("all.txt"),
-          "--map", d.path("map.npy"), "--resolution", *LEIDEN_RESOLUTIONS, "--labels", mg.labels,
-          "--fasta", *mg.fastas.values(), "--bins-dir", d.path("bins"), "-o", d.path("leiden.tsv"), "--seed", s.seed)
-    d.run("compare samples", cli.compare_groups, "-c", d.path("map.npy"), "-id", d.path("all.txt"),
-          *[a for x in samples for a in ("--prefix", f"{x}={x}_")], "--clusters", d.path("clusters.tsv"),
-          "-o", d.path("compare"))
+    d.run("cluster (Leiden)", "cluster", cluster.run, cluster.ClusterOptions(
+        method="leiden", input=d.path("emb.npy"), ids=d.path("all.txt"), map=d.path("map.npy"),
+        resolutions=list(LEIDEN_RESOLUTIONS), labels=mg.labels, fasta=list(mg.fastas.values()), bins_dir=d.path("bins"),
+        output=d.path("leiden.tsv"), seed=s.seed))
+    d.run("compare samples", "compare_groups", compare.run, compare.CompareOptions(
+        coords=d.path("map.npy"), ids=d.path("all.txt"), prefix=[f"{x}={x}_" for x in samples],
+        clusters=d.path("clusters.tsv"), output=d.path("compare")))
     report = write_report(d, mg, time.perf_counter() - t0)
     print(f"\ndemo: done in {time.perf_counter() - t0:.0f} s; open {report}", file=sys.stderr)
     return report

@@ -175,41 +175,10 @@ def knn(queries: np.ndarray, space: Space, k: int, metric: str = "euclidean",
     """
     if metric not in METRICS:
         raise InputError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
-    q = np.asarray(queries, dtype=np.float32)
-    if metric == "cosine":
-        q = _normalise(q)
-    nq = q.shape[0]
-    best_d = np.full((nq, k), np.inf, dtype=np.float32)
-    best_i = np.full((nq, k), -1, dtype=np.int64)
-    qsq = np.einsum("ij,ij->i", q, q)
-    ex = np.full(nq, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
-    for start, block in space.chunks():
-        p = np.asarray(block, dtype=np.float32)
-        if metric == "cosine":
-            p = _normalise(p)
-        psq = np.einsum("ij,ij->i", p, p)
-        step = max(1, _CHUNK_ELEMENTS // max(1, p.shape[0]))
-        for a in range(0, nq, step):
-            b = min(nq, a + step)
-            d = q[a:b] @ p.T
-            if metric == "euclidean":
-                d *= -2.0
-                d += qsq[a:b, None]
-                d += psq[None, :]
-            else:
-                np.subtract(1.0, d, out=d)
-            local = ex[a:b] - start
-            hit = np.flatnonzero((local >= 0) & (local < p.shape[0]))
-            d[hit, local[hit]] = np.inf
-            kk = min(k, d.shape[1])
-            part = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < d.shape[1] else np.broadcast_to(np.arange(d.shape[1]), d.shape)
-            cand_d = np.concatenate([best_d[a:b], np.take_along_axis(d, part, axis=1)], axis=1)
-            cand_i = np.concatenate([best_i[a:b], part + start], axis=1)
-            keep = np.argpartition(cand_d, k - 1, axis=1)[:, :k]
-            best_d[a:b] = np.take_along_axis(cand_d, keep, axis=1)
-            best_i[a:b] = np.take_along_axis(cand_i, keep, axis=1)
-    order = np.lexsort((best_i, best_d), axis=1)
-    best_i = np.take_along_axis(best_i, order, axis=1)
+    from .neighbors import knn_blocks  # the project's one exact k-NN search
+
+    best_i, _ = knn_blocks(queries, space.chunks(), k, metric, exclude=exclude, dtype=np.float32,
+                           chunk_elements=_CHUNK_ELEMENTS)
     if (best_i < 0).any():
         raise InputError(f"the pool has fewer than {k} rows besides the query: lower -k")
     return best_i

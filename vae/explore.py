@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InputError
-from .matrix import atomic_text, open_matrix, read_ids
+from .matrix import Embeddings, atomic_text, load_coords, load_embeddings, open_matrix, read_ids  # noqa: F401 (re-exported)
+from .runtime import n_threads  # noqa: F401 (re-exported: bench and older callers import it from here)
 
 #: Noise label of HDBSCAN (points in no cluster).
 NOISE = -1
@@ -32,92 +33,6 @@ NOISE = -1
 def _log(msg: str, quiet: bool = False) -> None:
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
-
-
-def n_threads(threads: int = 0) -> int:
-    """``threads`` if positive, else every core this process may use."""
-    if threads and threads > 0:
-        return threads
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass
-class Embeddings:
-    """Latent vectors with their contig lengths (when the matrix has a length column) and IDs."""
-
-    z: np.ndarray  # (N, D) float32
-    lengths: np.ndarray | None  # (N,) float32, or None for a plain latent matrix
-    ids: list[str] | None
-    path: str
-
-    def __len__(self) -> int:
-        return self.z.shape[0]
-
-
-def _check_ids(path: str, n_rows: int, ids_path: str | None) -> list[str] | None:
-    if ids_path is None:
-        return None
-    ids = read_ids(ids_path)
-    if len(ids) != n_rows:
-        raise InputError(f"{path} has {n_rows:,} rows but {ids_path} has {len(ids):,} IDs: they must be row-aligned")
-    n_dup = len(ids) - len(set(ids))
-    if n_dup:
-        print(f"warning: {ids_path}: {n_dup:,} duplicate IDs (an ID names several rows: lookups by ID take the first)",
-              file=sys.stderr)
-    return ids
-
-
-def _check_finite(path: str, a: np.ndarray, chunk: int = 1 << 18) -> None:
-    # In row chunks: a full boolean mask of millions of rows would cost as much as the data.
-    bad_rows = [start + np.flatnonzero(~np.isfinite(a[start : start + chunk]).all(axis=1))
-                for start in range(0, a.shape[0], chunk)]
-    bad = np.concatenate(bad_rows) if bad_rows else np.zeros(0, dtype=np.int64)
-    if bad.size:
-        raise InputError(f"{path}: {bad.size:,} rows contain NaN or infinite values (first: row {bad[0]})")
-
-
-def load_embeddings(path: str, ids_path: str | None = None, length_column: bool = True) -> Embeddings:
-    """Read an embeddings matrix (and its IDs), checking shape, finiteness, the length column and row alignment.
-
-    With ``length_column`` (the default, what ``embedding`` writes) column 0
-    must look like contig lengths (non-negative whole numbers); otherwise the
-    whole matrix is taken as latent vectors.
-    """
-    # Memmapped, so that the one in-memory copy is the float32 latent block (no second copy of the whole file).
-    m = open_matrix(path, n_cols=None, mmap=True)
-    if m.shape[0] == 0:
-        raise InputError(f"{path}: the matrix has no rows")
-    if length_column:
-        if m.shape[1] < 2:
-            raise InputError(f"{path}: has {m.shape[1]} column(s); an embeddings matrix is (N, 1 + latent) with the length in column 0")
-        lengths = np.asarray(m[:, 0], dtype=np.float32)
-        if not np.all(np.isfinite(lengths)) or (lengths < 0).any() or (lengths != np.round(lengths)).any():
-            raise InputError(f"{path}: column 0 does not look like contig lengths (negative, fractional or non-finite values); "
-                             "for a plain latent matrix without a length column pass --no-length-column")
-        z = np.ascontiguousarray(m[:, 1:], dtype=np.float32)
-    else:
-        lengths = None
-        z = np.ascontiguousarray(m, dtype=np.float32)
-    _check_finite(path, z)
-    return Embeddings(z=z, lengths=lengths, ids=_check_ids(path, m.shape[0], ids_path), path=path)
-
-
-def load_coords(path: str, ids_path: str | None = None) -> tuple[np.ndarray, list[str] | None]:
-    """Read an (N, 2) map (t-SNE coordinates) and its IDs; returns (coords float32, ids)."""
-    m = open_matrix(path, n_cols=None, mmap=False)
-    if m.shape[1] != 2:
-        raise InputError(f"{path}: has shape {m.shape}; a map is (N, 2) coordinates (the output of tsne)")
-    if m.shape[0] == 0:
-        raise InputError(f"{path}: the map has no rows")
-    coords = np.ascontiguousarray(m, dtype=np.float32)
-    _check_finite(path, coords)
-    return coords, _check_ids(path, m.shape[0], ids_path)
 
 
 def subsample(n: int, max_points: int, seed: int = 42) -> np.ndarray | None:

@@ -12,6 +12,11 @@ sizes, parameters), ``ids.txt`` (row i's ID) and either ``vectors.npy``
 temporary name and renamed into place when complete.
 
 Distances: Euclidean (not squared) or cosine distance 1 − cos.
+
+:func:`knn_blocks` is the project's one exact k-NN search (the index's exact
+method, :func:`exact_knn`, and ``verify_local_distances`` through
+:func:`vae.evaluate.knn` use it). The ``query_neighbors`` command is
+:class:`QueryOptions` + :func:`run`.
 """
 from __future__ import annotations
 
@@ -19,12 +24,15 @@ import datetime as _dt
 import json
 import os
 import shutil
-from typing import Sequence
+import sys
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .matrix import NpyStreamWriter, open_matrix, read_ids
+from .options import option, quiet_option
 
 #: Below this many vectors ``method="auto"`` searches exactly.
 EXACT_MAX = 50_000
@@ -49,41 +57,82 @@ def exact_knn(
     """Exact k nearest rows of ``data`` for each query: (indices int64, distances float32), nearest first.
 
     Ties are broken by row index, so results are deterministic. Memory is
-    bounded by ``chunk_elements`` distances at a time.
+    bounded by ``chunk_elements`` distances at a time. ``k`` is capped at the
+    number of rows.
+    """
+    data = np.asarray(data)
+    return knn_blocks(queries, [(0, data)], min(k, data.shape[0]), metric, chunk_elements=chunk_elements)
+
+
+def knn_blocks(
+    queries: np.ndarray,
+    blocks: Iterable[tuple[int, np.ndarray]],
+    k: int,
+    metric: str = "euclidean",
+    *,
+    exclude: np.ndarray | None = None,
+    dtype: type = np.float64,
+    chunk_elements: int = 1 << 26,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one exact k-NN search of the project: brute force over the base rows, given as blocks.
+
+    ``blocks`` yields ``(first row number, rows)``, so a base that does not fit
+    in memory (``verify_local_distances``' CLR pool, computed on the fly) is
+    streamed; each block is searched in query slices of at most
+    ``chunk_elements`` distances and merged into the running k best.
+    ``exclude[i]`` is a base row query i must not get (itself), or -1.
+    Distances are computed in ``dtype`` (float64: exact ranking of near
+    neighbours; float32: twice as fast for long vectors) by expanding
+    |q - p|² = |q|² - 2 q·p + |p|² and clamping at 0 before ranking, so equal
+    points tie and ties go to the lower row. Returns (rows int64 (Q, k),
+    distances float32 (Q, k)), nearest first; slots beyond the base's rows hold
+    row -1 at distance inf.
     """
     if metric not in METRICS:
         raise InputError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
-    data = np.asarray(data, dtype=np.float32)
-    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-    n = data.shape[0]
-    k = min(k, n)
+    q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     if metric == "cosine":
-        data, queries = _normalise(data), _normalise(queries)
-    else:
-        sq = np.einsum("ij,ij->i", data, data, dtype=np.float64)
-    idx = np.empty((queries.shape[0], k), dtype=np.int64)
-    dist = np.empty((queries.shape[0], k), dtype=np.float32)
-    step = max(1, chunk_elements // max(1, n))
-    for a in range(0, queries.shape[0], step):
-        q = queries[a : a + step]
-        dots = q.astype(np.float64) @ data.T.astype(np.float64)
+        q = _normalise(q)
+    q = q.astype(dtype, copy=False)
+    nq = q.shape[0]
+    best_d = np.full((nq, k), np.inf, dtype=dtype)
+    best_i = np.full((nq, k), -1, dtype=np.int64)
+    if k == 0:
+        return best_i, best_d.astype(np.float32)
+    qsq = np.einsum("ij,ij->i", q, q)
+    ex = None if exclude is None else np.asarray(exclude, dtype=np.int64)
+    for start, block in blocks:
+        p = np.asarray(block, dtype=np.float32)
         if metric == "cosine":
-            d = 1.0 - dots
-        else:
-            d = np.einsum("ij,ij->i", q, q, dtype=np.float64)[:, None] - 2.0 * dots + sq[None, :]
-            np.maximum(d, 0.0, out=d)
-        if k < n:
-            part = np.argpartition(d, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(n), (q.shape[0], n))
-        pd = np.take_along_axis(d, part, axis=1)
-        # Sort by (distance, row) so equal distances come out in row order.
-        order = np.lexsort((part, pd), axis=1)
-        part = np.take_along_axis(part, order, axis=1)
-        pd = np.take_along_axis(pd, order, axis=1)
-        idx[a : a + q.shape[0]] = part
-        dist[a : a + q.shape[0]] = np.sqrt(pd) if metric == "euclidean" else np.maximum(pd, 0.0)
-    return idx, dist
+            p = _normalise(p)
+        p = p.astype(dtype, copy=False)
+        psq = np.einsum("ij,ij->i", p, p)
+        step = max(1, chunk_elements // max(1, p.shape[0]))
+        for a in range(0, nq, step):
+            b = min(nq, a + step)
+            d = q[a:b] @ p.T
+            if metric == "euclidean":
+                d *= -2.0
+                d += qsq[a:b, None]
+                d += psq[None, :]
+                np.maximum(d, 0.0, out=d)
+            else:
+                np.subtract(1.0, d, out=d)
+            if ex is not None:
+                local = ex[a:b] - start
+                hit = np.flatnonzero((local >= 0) & (local < p.shape[0]))
+                d[hit, local[hit]] = np.inf
+            kk = min(k, d.shape[1])
+            part = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < d.shape[1] else np.broadcast_to(np.arange(d.shape[1]), d.shape)
+            cand_d = np.concatenate([best_d[a:b], np.take_along_axis(d, part, axis=1)], axis=1)
+            cand_i = np.concatenate([best_i[a:b], part + start], axis=1)
+            # Keep the k best by (distance, row): equal distances go to the lower row, whatever the block order.
+            order = np.lexsort((cand_i, cand_d), axis=1)[:, :k]
+            best_d[a:b] = np.take_along_axis(cand_d, order, axis=1)
+            best_i[a:b] = np.take_along_axis(cand_i, order, axis=1)
+    best_i[~np.isfinite(best_d)] = -1
+    dist = np.sqrt(best_d) if metric == "euclidean" else np.maximum(best_d, 0.0)
+    return best_i, dist.astype(np.float32)
 
 
 class NeighborIndex:
@@ -139,7 +188,7 @@ class NeighborIndex:
         n, dim = vectors.shape
         if method == "auto":
             method = "exact" if n < EXACT_MAX else "hnsw"
-        from .explore import n_threads
+        from .runtime import n_threads
 
         params = {"source": os.path.abspath(source) if source else None, "seed": seed}
         if method == "exact":
@@ -196,7 +245,7 @@ class NeighborIndex:
         k = min(k, len(self))
         if self.method == "exact":
             return exact_knn(self.vectors, queries, k, self.metric)
-        from .explore import n_threads
+        from .runtime import n_threads
 
         self.hnsw.set_ef(max(int(self.params.get("ef_search", 100)), k))
         labels, d = self.hnsw.knn_query(queries, k=k, num_threads=n_threads(threads))
@@ -332,31 +381,168 @@ def write_neighbors_tsv(fh, query_ids: Sequence[str], rows: np.ndarray, dists: n
     return lines
 
 
-def fasta_profiles(path: str) -> tuple[list[str], np.ndarray]:
-    """(IDs, k-mer matrix rows (N, 2773)) of every record of a (small) FASTA file, counted in memory."""
-    from .fasta import iter_blocks, parse_block
-    from .kmers import profiles
+def embed_fasta_file(path: str, encoder, threads: int = 0) -> tuple[list[str], np.ndarray]:
+    """IDs and latent vectors (z_mean, float32) of the records of a FASTA file: :func:`vae.embed.embed_fasta`
+    (the one FASTA-to-embeddings pipeline) into a private temporary folder, read back."""
+    import tempfile
+
+    from .count import CountOptions
+    from .embed import embed_fasta
 
     if path != "-" and not os.path.exists(path):
         raise InputError(f"{path}: no such file")
-    ids: list[str] = []
-    rows = []
-    for buf in iter_blocks(path):
-        block = parse_block(buf, path)
-        ids.extend(block.ids())
-        rows.append(profiles(block.codes, block.seq_start.astype(np.int64), block.seq_end.astype(np.int64)))
-    if not ids:
-        raise InputError(f"{path}: no FASTA records")
-    return ids, np.concatenate(rows)
+    work = tempfile.mkdtemp(prefix=".query-")
+    try:
+        emb_path, ids_path = os.path.join(work, "emb.npy"), os.path.join(work, "ids.txt")
+        embed_fasta(encoder, [path], emb_path, ids_path, CountOptions(threads=threads))
+        z = np.ascontiguousarray(np.load(emb_path, allow_pickle=False)[:, 1:], dtype=np.float32)
+        return read_ids(ids_path), z
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def embed_fasta(path: str, model_path: str | None = None, engine: str = "auto") -> tuple[list[str], np.ndarray]:
-    """IDs and latent vectors (z_mean) of the records of a FASTA file, through the encoder at ``model_path``
-    (None = the shipped default model; see :func:`vae.embed.load_encoder`)."""
-    from .embed import embed_matrix
+# --------------------------------------------------------------------------- the query_neighbors command
 
-    ids, rows = fasta_profiles(path)
-    z = np.asarray(embed_matrix(rows, model_path, engine=engine), dtype=np.float32)
-    if z.ndim != 2 or z.shape[0] != len(ids):
-        raise InputError(f"the encoder returned shape {z.shape} for {len(ids)} sequences")
-    return ids, z
+_INDEX, _BUILD, _QUERY = "index (one of)", "building", "queries (any of)"
+
+
+@dataclass
+class QueryOptions:
+    """Everything ``query_neighbors`` takes."""
+
+    build_index: str | None = option(None, metavar="DIR", group=_INDEX,
+                                     help="build an index over -e/-id, save it to DIR (then answer any queries)")
+    index: str | None = option(None, metavar="DIR", group=_INDEX, help="load a saved index")
+    embeddings: str | None = option(None, flags=("-e", "--embeddings"), metavar="EMB.npy", group=_BUILD,
+                                    help="embeddings (N, 1 + latent) to index")
+    row_ids: str | None = option(None, flags=("-id", "--ids-of-rows"), metavar="IDS.txt", group=_BUILD,
+                                 help="IDs of the embeddings' rows")
+    length_column: bool = option(True, flags=("--no-length-column",), action="store_false", group=_BUILD,
+                                 help="the matrices (-e, --vectors) are plain (N, latent)")
+    metric: str | None = option(None, choices=METRICS, group=_BUILD,
+                                help="distance, fixed when the index is built (euclidean if not given)")
+    method: str | None = option(None, choices=METHODS, group=_BUILD,
+                                help="search method (auto if not given: exact below 50,000 rows, else hnsw)")
+    hnsw_m: int = option(16, flags=("--M",), group=_BUILD, help="HNSW links per node (more = better recall, more memory)")
+    ef_construction: int = option(200, group=_BUILD, help="HNSW build-time search breadth")
+    ids: list[str] = option(default_factory=list, nargs="+", metavar="ID", group=_QUERY, help="IDs of indexed contigs")
+    ids_file: str | None = option(None, metavar="TXT", group=_QUERY, help="a file of IDs, one per line")
+    vectors: str | None = option(None, metavar="Q.npy", group=_QUERY,
+                                 help="query embeddings (same layout as -e), e.g. from `embedding`")
+    vectors_ids: str | None = option(None, metavar="Q.txt", group=_QUERY, help="IDs of --vectors' rows (default: row numbers)")
+    fasta: str | None = option(None, metavar="FASTA", group=_QUERY, help="new sequences: k-mers counted and embedded with -m")
+    model: str | None = option(None, flags=("-m", "--model"), metavar="ENCODER", group=_QUERY,
+                               help="the encoder for --fasta, .keras or portable .json (the shipped model if not given); "
+                                    "use the one that made the indexed embeddings")
+    engine: str = option("auto", choices=("auto", "keras", "numpy"), group=_QUERY, help="inference engine for --fasta")
+    k: int = option(10, flags=("-k",), help="neighbours per query")
+    ef: int = option(100, help="HNSW query-time search breadth (>= k; more = better recall, slower)")
+    output: str | None = option(None, flags=("-o", "--output"), metavar="TSV", help="output file (default: stdout)")
+    threads: int = option(0, help="threads (0 = all cores)")
+    seed: int = option(42, help="seed of the HNSW graph")
+    quiet: bool = quiet_option()
+
+    def __post_init__(self) -> None:
+        for name, flag in (("hnsw_m", "--M"), ("ef_construction", "--ef-construction"), ("ef", "--ef"),
+                           ("threads", "--threads")):
+            if getattr(self, name) < 0:
+                raise InputError(f"{flag} must be >= 0, got {getattr(self, name)}")
+        if bool(self.build_index) == bool(self.index):
+            raise InputError("give exactly one of --build-index DIR (with -e, -id) and --index DIR")
+
+    @property
+    def has_query(self) -> bool:
+        return bool(self.ids or self.ids_file or self.vectors or self.fasta)
+
+
+def run(opts: QueryOptions) -> dict:
+    """Build or load the index, answer the queries (TSV to -o or stdout); returns the counts of queries and lines."""
+    from .matrix import atomic_text, check_output_dir, load_embeddings
+    from .paths import check_paths, encoder_files
+
+    def log(msg: str) -> None:
+        if not opts.quiet:
+            print(f"query_neighbors: {msg}", file=sys.stderr)
+
+    index_files = [os.path.join(opts.index, n) for n in ("meta.json", "ids.txt", "vectors.npy", "hnsw.bin")] if opts.index else []
+    check_paths([opts.embeddings, opts.row_ids, opts.ids_file, opts.vectors, opts.vectors_ids, opts.fasta]
+                + index_files + encoder_files(opts.model), [opts.output], folders=[opts.build_index])
+    if opts.index and not opts.has_query:
+        raise InputError("nothing to query: give --ids, --ids-file, --vectors or --fasta")
+    if opts.output:
+        check_output_dir(opts.output)
+    if opts.k < 1:
+        raise InputError("-k must be >= 1")
+    if opts.index and (opts.embeddings or opts.row_ids):
+        raise InputError("-e/-id build an index: use them with --build-index, not --index")
+
+    if opts.build_index:
+        from .progress import rows_bar
+
+        if not opts.embeddings or not opts.row_ids:
+            raise InputError("--build-index needs the embeddings and their IDs: -e EMB.npy -id IDS.txt")
+        check_output_dir(opts.build_index)
+        emb = load_embeddings(opts.embeddings, opts.row_ids, length_column=opts.length_column)
+        with rows_bar(len(emb), desc="indexing", disable=opts.quiet) as update:
+            index = NeighborIndex.build(emb.z, emb.ids, metric=opts.metric or "euclidean", method=opts.method or "auto",
+                                        M=opts.hnsw_m, ef_construction=opts.ef_construction, ef_search=opts.ef,
+                                        threads=opts.threads, seed=opts.seed, source=opts.embeddings, progress=update)
+        index.params["length_column"] = opts.length_column
+        index.save(opts.build_index)
+        log(f"indexed {len(index):,} vectors of {index.dim} dimensions ({index.method}, {index.metric}) -> {opts.build_index}")
+        if not opts.has_query:
+            return {"queries": 0, "lines": 0}
+    else:
+        index = NeighborIndex.load(opts.index)
+        for flag, want, have in (("--metric", opts.metric, index.metric), ("--method", opts.method, index.method)):
+            if want and want not in (have, "auto"):
+                raise InputError(f"{flag} {want}: the index {opts.index} was built with {have}; "
+                                 f"rebuild it with --build-index {flag} {want}")
+    index.params["ef_search"] = opts.ef
+
+    query_ids: list[str] = []
+    rows_nb, rows_d = [], []
+    by_id = list(opts.ids) + (read_ids(opts.ids_file) if opts.ids_file else [])
+    by_id = [i for i in (s.strip() for s in by_id) if i]
+    if opts.ids_file and not by_id and not (opts.vectors or opts.fasta):
+        raise InputError(f"{opts.ids_file}: no IDs in it")
+    if by_id:
+        nb, d = index.query_rows(index.rows_of(by_id), opts.k, opts.threads)
+        query_ids += by_id
+        rows_nb.append(nb)
+        rows_d.append(d)
+    if opts.vectors:
+        q = load_embeddings(opts.vectors, opts.vectors_ids, length_column=opts.length_column)
+        if q.z.shape[1] != index.dim:
+            raise InputError(f"{opts.vectors}: vectors of {q.z.shape[1]} dimensions but the index has {index.dim}"
+                             + (" (is --no-length-column right?)" if abs(q.z.shape[1] - index.dim) == 1 else ""))
+        nb, d = index.query(q.z, opts.k, opts.threads)
+        query_ids += q.ids or [f"row{i}" for i in range(len(q))]
+        rows_nb.append(nb)
+        rows_d.append(d)
+    if opts.fasta:
+        from .embed import load_encoder
+
+        if opts.fasta != "-" and not os.path.exists(opts.fasta):
+            raise InputError(f"{opts.fasta}: no such file")  # before the encoder (seconds with Keras) is loaded
+        encoder = load_encoder(opts.model, opts.engine)
+        if encoder.latent != index.dim:
+            raise InputError(f"the encoder {opts.model or '(the default model)'} makes {encoder.latent}-D vectors but the index has {index.dim}: "
+                             "use the encoder that made the indexed embeddings")
+        fids, z = embed_fasta_file(opts.fasta, encoder, opts.threads)
+        nb, d = index.query(z, opts.k, opts.threads)
+        query_ids += fids
+        rows_nb.append(nb)
+        rows_d.append(d)
+    # Blocks may have different widths when k exceeds what an ID query can return: pad nothing, write row by row.
+    nbs = [r for block in rows_nb for r in block]
+    ds = [r for block in rows_d for r in block]
+    if opts.output:
+        with atomic_text(opts.output) as fh:
+            lines = write_neighbors_tsv(fh, query_ids, nbs, ds, index.ids)
+    else:
+        lines = write_neighbors_tsv(sys.stdout, query_ids, nbs, ds, index.ids)
+        sys.stdout.flush()
+    log(f"{len(query_ids):,} queries, {lines:,} neighbours ({index.method}, {index.metric})"
+        + (f" -> {opts.output}" if opts.output else ""))
+    return {"queries": len(query_ids), "lines": lines}

@@ -135,14 +135,25 @@ def from_namespace(cls, ns: argparse.Namespace, **overrides: Any):
     """The options ``cls`` from parsed arguments (sequences become the annotated tuple/list); runs its validation."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for f, _meta in _cli_fields(cls):
+    for f, meta in _cli_fields(cls):
         v = getattr(ns, f.name)
         base, is_seq, _ = _unwrap(hints[f.name])
         if is_seq and v is not None:
+            if meta["type"] is not None and meta["nargs"] is not None:
+                # ``nargs`` tokens each parsed by a list type ("0.5 1,2"): one flat sequence.
+                v = [x for item in v for x in (item if isinstance(item, (list, tuple)) else [item])]
             v = tuple(v) if base is tuple else list(v)
         values[f.name] = v
     values.update(overrides)
     return cls(**values)
+
+
+def float_list(text: str) -> list[float]:
+    """argparse type: ``0.5,1,2`` -> [0.5, 1.0, 2.0] (a field with ``nargs="+"`` also takes ``0.5 1 2``)."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers, e.g. 0.5 1 2 or 0.5,1,2; got {text!r}") from None
 
 
 def to_argv(opts) -> list[str]:

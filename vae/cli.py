@@ -82,13 +82,6 @@ def _together(main: Callable[[argparse.Namespace], int | None]) -> Callable[[arg
     return wrapped
 
 
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Keeps the description's line breaks; shows defaults only where there is one worth showing."""
 
@@ -221,13 +214,6 @@ def export_encoder_parser() -> argparse.ArgumentParser:
 def export_encoder(argv: Argv = None) -> int:
     """Console entry point of ``export_encoder``."""
     _exit(run(_together(_command(encoder.ExportOptions, encoder.run)), export_encoder_parser(), argv))
-
-
-def _emit_json(path: str, result: dict) -> None:
-    """The result as JSON to a file (atomically) or to stdout ('-') (tsne's; the evaluation commands own theirs)."""
-    from .evaluate import emit_json
-
-    emit_json(path, result)
 
 
 def verify_local_distances_parser() -> argparse.ArgumentParser:

@@ -608,16 +608,6 @@ def write_multi_tsv(path: str, ids: Sequence[str], labels: np.ndarray, resolutio
             fh.write(i + "\t" + "\t".join(str(c[j]) for c in cols) + "\n")
 
 
-def _emit_json(path: str, result: dict) -> None:
-    import json
-
-    from .evaluate import jsonable
-    from .matrix import atomic_text
-
-    with atomic_text(path) as fh:
-        fh.write(json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n")
-
-
 def run(o: ClusterOptions) -> dict:
     """The ``cluster`` command: cluster, score, bin, draw; returns the summary (also written as JSON)."""
     from .explore import (cluster_points, cluster_summary, default_min_cluster_size, default_min_samples,
@@ -704,7 +694,9 @@ def run(o: ClusterOptions) -> dict:
             written += plot_clusters(coords, labels[0], png, pdf=o.pdf,
                                      title=f"{'Leiden' if o.method == 'leiden' else 'HDBSCAN'} on the {what}{extra}: "
                                            f"{summary['n_clusters']:,} clusters{ari} (N = {n:,})")
-        _emit_json(summary_path, summary)
+        from .evaluate import emit_json
+
+        emit_json(summary_path, summary)
         if bins is not None:
             commit_bins(bins)
             written.append(bins.folder)

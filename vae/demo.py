@@ -94,19 +94,6 @@ class Demo:
         except InputError as e:
             raise InputError(f"demo step '{name}' failed: {e}") from None
 
-    def run_cli(self, name: str, entry: Callable, *argv) -> None:
-        """Run one command through its console entry point (the commands not yet converted to ``run(opts)``)."""
-        args = [str(a) for a in argv]
-
-        def call() -> None:
-            try:
-                entry(args)
-            except SystemExit as e:
-                if e.code not in (0, None):
-                    raise InputError(f"demo step '{name}' failed (exit {e.code}); see the message above") from None
-
-        self._timed(name, [entry.__name__, *args], call)
-
 
 def run(opts: DemoOptions) -> str:
     """The ``demo`` command: the whole pipeline into ``opts.output``; prints and returns the report's path."""
@@ -123,7 +110,8 @@ def run(opts: DemoOptions) -> str:
 
 def run_demo(out: str, settings: DemoSettings) -> str:
     """Build the mock metagenome, run every step, write ``out/index.html``; returns its path."""
-    from . import cli, cluster, compare, tsne
+    from . import cluster, compare, count, embed, evaluate, matrix, train, tsne
+    from .artifacts import RunFolder
 
     os.makedirs(out, exist_ok=True)
     d = Demo(out, settings)
@@ -134,20 +122,24 @@ def run_demo(out: str, settings: DemoSettings) -> str:
                     use_real=s.use_real)
     d.steps.append(Step("mock metagenome", ["(vae.mock.build)", mg.source], time.perf_counter() - t0))
     for sample, fasta in mg.fastas.items():
-        d.run_cli(f"count {sample}", cli.calculate_kmer_frequencies, "-i", fasta, "-id", d.path(f"{sample}.txt"),
-                  "-k", d.path(f"{sample}.npy"), "--quiet")
+        d.run(f"count {sample}", "calculate_kmer_frequencies", count.run, count.CountOptions(
+            inputs=[fasta], ids=d.path(f"{sample}.txt"), kmers=d.path(f"{sample}.npy"), quiet=True))
     samples = list(mg.fastas)
-    d.run_cli("concatenate + shuffle", cli.concatenate_matrices, "-i", *[d.path(f"{x}.npy") for x in samples],
-              "-id", *[d.path(f"{x}.txt") for x in samples], "-o", d.path("all"), "--shuffle", "--seed", s.seed, "--quiet")
-    d.run_cli("train", cli.train_vae, "-i", d.path("all.npy"), "-o", d.path("model"), "--latent", s.latent,
-              "--hidden", *s.hidden, "--epochs", s.epochs, "--warmup-epochs", s.warmup_epochs, "--batch-size", s.batch_size,
-              "--lr", "1e-3", "--seed", s.seed, "--quiet")
-    encoder = d.path("model", "encoder.keras")
-    d.run_cli("embed", cli.embedding, "-m", encoder, "-i", d.path("all.npy"), "-o", d.path("emb.npy"), "--quiet")
-    d.run_cli("verify vs PCA and CLR", cli.verify_local_distances, "-i", d.path("all.npy"), "--run-dir", d.path("model"),
-              "-e", encoder, "--json", d.path("verify.json"), "--seed", s.seed, "--quiet")
-    d.run_cli("label agreement", cli.evaluate_labels, "-i", d.path("all.npy"), "-id", d.path("all.txt"), "-l", mg.labels,
-              "--ranks", "genome,genus,phylum", "-e", encoder, "--json", d.path("labels.json"), "--seed", s.seed, "--quiet")
+    d.run("concatenate + shuffle", "concatenate_matrices", matrix.run, matrix.ConcatOptions(
+        inputs=[d.path(f"{x}.npy") for x in samples], ids=[d.path(f"{x}.txt") for x in samples], output=d.path("all"),
+        shuffle=True, seed=s.seed, quiet=True))
+    d.run("train", "train_vae", train.run, train.TrainOptions(
+        input=d.path("all.npy"), run_dir=d.path("model"), latent=s.latent, hidden=tuple(s.hidden), epochs=s.epochs,
+        warmup_epochs=s.warmup_epochs, batch_size=s.batch_size, lr=1e-3, seed=s.seed, quiet=True))
+    encoder = RunFolder(d.path("model")).encoder
+    d.run("embed", "embedding", embed.run, embed.EmbedOptions(
+        model=encoder, inputs=[d.path("all.npy")], output=d.path("emb.npy"), quiet=True))
+    d.run("verify vs PCA and CLR", "verify_local_distances", evaluate.run_verify, evaluate.VerifyCommand(
+        input=d.path("all.npy"), run_dir=d.path("model"), encoder=encoder, json=d.path("verify.json"), seed=s.seed,
+        quiet=True))
+    d.run("label agreement", "evaluate_labels", evaluate.run_labels, evaluate.LabelsCommand(
+        input=d.path("all.npy"), ids=d.path("all.txt"), labels=mg.labels, ranks="genome,genus,phylum", encoder=encoder,
+        json=d.path("labels.json"), seed=s.seed, quiet=True))
     d.run("t-SNE", "tsne", tsne.run, tsne.TsneOptions(embeddings=d.path("emb.npy"), ids=d.path("all.txt"),
                                                     output=d.path("map.npy"), seed=s.seed, quiet=True))
     d.run("cluster", "cluster", cluster.run, cluster.ClusterOptions(

@@ -20,7 +20,13 @@ trained on
   ``keras.utils.PyDataset`` with worker threads instead of our thread pool
   and ``tf.data.Dataset.from_generator`` (the other alternative);
 
-and, without a model, how fast the reader alone delivers rows. Each mode's
+* ``stream-denoise`` (with ``--denoise MIN:MAX``): the ``train_vae --denoise``
+  pipeline: the stream, part of each batch resampled as if shorter
+  (:class:`vae.data.Denoiser`, NumPy in the reader threads), (noisy, clean)
+  pairs; compared with the clean in-memory feeding, as the requirement is;
+
+and, without a model, how fast the reader alone delivers rows. ``--kmers A-B``
+trains the model of those groups (e.g. 1-5, 692 inputs) in every mode. Each mode's
 model is traced once, then short rounds of each alternate, so that load from
 other processes hits them alike; the table gives the best and the median round.
 
@@ -32,6 +38,7 @@ validation pass.
 
     python bench/bench_train.py                    # both, with the defaults below
     python bench/bench_train.py throughput --rows 40000 --steps 10 --rounds 8
+    python bench/bench_train.py throughput --denoise 1000:50000 --kmers 1-5 --modes memory stream stream-denoise
     python bench/bench_train.py rss --dir /tmp/kmer-vae-bench
 """
 from __future__ import annotations
@@ -87,7 +94,8 @@ def throughput(args) -> None:
     keras = import_keras()
     import tensorflow as tf
 
-    from vae.data import BatchPlan, MatrixReader, RowStream, aligned_empty, make_split, tf_dataset
+    from vae.data import BatchPlan, Denoiser, MatrixReader, RowStream, aligned_empty, make_split, parse_length_range, tf_dataset
+    from vae.kmers import feature_columns, parse_k_range
     from vae.model import build_vae
     from vae.transform import clr
 
@@ -105,9 +113,17 @@ def throughput(args) -> None:
     x_mem = clr(raw)
     raw_mem = raw[:, :]  # the raw rows too, for "memory-raw"
 
+    k_lo, k_hi = parse_k_range(args.kmers)
+    columns = None if (k_lo, k_hi) == (1, 6) else feature_columns(range(k_lo, k_hi + 1)).tolist()
+    n_in = len(columns) if columns else FEATURE_SLICES[1].stop
+    denoiser = None
+    if args.denoise:
+        lo, hi = parse_length_range(args.denoise)
+        denoiser = Denoiser(lo, hi, args.denoise_fraction, 42, tuple(range(k_hi, k_lo - 1, -1)))
+
     def model(raw_rows: bool):
         keras.utils.set_random_seed(0)
-        vae = build_vae(args.latent, args.hidden, raw_rows=raw_rows, seed=0)
+        vae = build_vae(args.latent, args.hidden, raw_rows=raw_rows, seed=0, columns=columns)
         vae.compile(optimizer=keras.optimizers.Adam(1e-4))
         return vae
 
@@ -143,6 +159,15 @@ def throughput(args) -> None:
         "stream-host-clr": (False, lambda: tf_dataset(RowStream(reader, plan, workers=workers, transform=clr))),
         "stream-pydataset": (True, BlockBatches),
     }
+    if denoiser is not None:
+        modes["stream-denoise"] = (True, lambda: tf_dataset(RowStream(reader, plan, workers=workers, denoiser=denoiser)))
+    unknown = set(args.modes or ()) - set(modes)
+    if unknown:
+        raise SystemExit(f"unknown --modes {sorted(unknown)}; choose from {list(modes)}")
+    if args.modes:
+        modes = {m: modes[m] for m in modes if m in args.modes}
+    if "memory" not in modes:
+        raise SystemExit("--modes must include memory (the reference)")
     # Short rounds, modes interleaved: load from other processes then hits every mode
     # alike, and the best round of each is its least disturbed one.
     built = {name: (model(raw_rows), make_ds()) for name, (raw_rows, make_ds) in modes.items()}
@@ -180,6 +205,8 @@ def throughput(args) -> None:
         "CLR in NumPy": best_of(lambda: clr(rb)),
         "reading the batch (preadv of 32 blocks)": best_of(lambda: reader.read(rb_rows, rb)),
     }
+    if denoiser is not None:
+        costs[f"denoising the batch ({denoiser.fraction:g} of it, one thread)"] = best_of(lambda: denoiser(rb, 0, 0))
 
     # The reader alone: how many rows/s the stream delivers through tf.data with no model to feed.
     reader_rates = {}
@@ -195,7 +222,9 @@ def throughput(args) -> None:
         del it
 
     load = os.getloadavg()[0]
-    print(f"\nthroughput: {args.rows:,} rows ({args.dtype}), model 2772-{'-'.join(map(str, args.hidden))}-{args.latent}, "
+    what = f", --denoise {args.denoise} --denoise-fraction {args.denoise_fraction:g}" if denoiser else ""
+    print(f"\nthroughput: {args.rows:,} rows ({args.dtype}), model {n_in}-{'-'.join(map(str, args.hidden))}-{args.latent} "
+          f"(k-mers {args.kmers}{what}), "
           f"batch {args.batch_size}, {args.rounds} interleaved rounds of {steps} steps per mode, "
           f"{workers} reader threads, {os.cpu_count()} cores, load average {load:.1f} at the end\n")
     print("| feeding | samples/s, best round | vs in-memory | samples/s, median | vs in-memory |")
@@ -276,6 +305,10 @@ def main() -> None:
     t.add_argument("--steps", type=int, default=10, help="steps per round")
     t.add_argument("--rounds", type=int, default=8)
     t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--kmers", default="1-6", help="k range of the model (train_vae --kmers)")
+    t.add_argument("--denoise", default="", metavar="MIN:MAX", help="add the stream-denoise mode (train_vae --denoise)")
+    t.add_argument("--denoise-fraction", type=float, default=0.5)
+    t.add_argument("--modes", nargs="+", help="only these modes (memory is always the reference)")
     t.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "kmer-vae-bench"))
     r = sub.add_parser("rss")
     r.add_argument("--sizes", type=int, nargs="+", default=[200_000, 2_000_000])

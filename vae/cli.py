@@ -194,6 +194,15 @@ def train_vae_parser() -> argparse.ArgumentParser:
                    help="batches per epoch (0 = one pass over the training rows)")
     p.add_argument("--workers", type=_positive_int, default=D.workers, help="reader threads (0 = from the number of cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-epoch lines remain)")
+    p.add_argument("--kmers", default=D.kmers, metavar="A-B",
+                   help="model only the k-mer groups of k = A..B (e.g. 1-5: 692 inputs); the encoder records its "
+                        "columns, so it still takes the full matrix")
+    p.add_argument("--denoise", default=D.denoise, metavar="MIN:MAX",
+                   help="denoising: replace part of each training batch by the profile each sequence would show if "
+                        "it were only L bp long (L log-uniform in MIN..MAX, below its length; k-mer counts resampled), "
+                        "the target staying the clean profile (default: off)")
+    p.add_argument("--denoise-fraction", type=float, default=D.denoise_fraction, metavar="F",
+                   help="share of each batch resampled with --denoise")
     return p
 
 
@@ -213,7 +222,8 @@ def _train_vae(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, max_samples=args.max_samples, seed=args.seed, dropout=args.dropout,
         patience=args.patience, lr_factor=args.lr_factor, min_lr=args.min_lr, early_stopping=args.early_stopping,
         resume=args.resume, mixed_precision=args.mixed_precision, steps_per_epoch=args.steps_per_epoch,
-        workers=args.workers, quiet=args.quiet,
+        workers=args.workers, quiet=args.quiet, kmers=args.kmers,
+        denoise=args.denoise, denoise_fraction=args.denoise_fraction,
     )
     try:
         train(opts)

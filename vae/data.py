@@ -23,6 +23,7 @@ Nothing here imports TensorFlow except :func:`tf_dataset`.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import InputError
+from .kmers import GROUP_SLICES, K_ORDER, LENGTH_COLUMN
 from .matrix import ALLOWED_DTYPES, atomic_path, open_matrix
 
 #: Consecutive train rows read together: big enough that a read is one large
@@ -306,26 +308,102 @@ class BatchPlan:
             yield pieces
 
 
+def parse_length_range(text: str) -> tuple[int, int]:
+    """``"MIN:MAX"`` -> (MIN, MAX) with 1 <= MIN <= MAX; ValueError with a one-line reason."""
+    parts = str(text).split(":")
+    try:
+        lo, hi = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (0, 0)
+    except ValueError:
+        lo = hi = 0
+    if not 1 <= lo <= hi:
+        raise ValueError(f"expected MIN:MAX lengths in bp with 1 <= MIN <= MAX (e.g. 1000:10000), got {text!r}")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class Denoiser:
+    """Replace part of a batch by the profiles the same sequences would show if they were only L bp long.
+
+    For ``round(fraction x batch)`` rows chosen at random, L is drawn
+    log-uniformly in [min_len, min(max_len, row length)] (rows shorter than
+    min_len stay clean); each k-mer group k in ``ks`` then gets
+    ``n = L - k + 1`` k-mers drawn from a multinomial with the row's
+    frequencies, normalised to sum 1. Column 0 becomes L. Groups not in ``ks``
+    (not read by the model) are left as they are, which saves their cost.
+
+    Deterministic: the random stream of batch b of epoch e is seeded by
+    (seed, e, b), so a resumed run sees the same noise as an uninterrupted one.
+    """
+
+    min_len: int
+    max_len: int
+    fraction: float = 0.5
+    seed: int = 0
+    ks: tuple[int, ...] = K_ORDER
+
+    def __call__(self, rows: np.ndarray, epoch: int, batch: int) -> np.ndarray:
+        """The noisy inputs of a batch of raw matrix rows (same shape and dtype; ``rows`` is not changed)."""
+        out = rows.copy()
+        n = rows.shape[0]
+        # A stream of its own (the 3rd word): the block shuffle uses (seed, epoch).
+        rng = np.random.default_rng([self.seed, epoch, batch, 0x6E6F6973])
+        m = round(self.fraction * n)
+        if m == 0:
+            return out
+        pick = np.sort(rng.choice(n, size=m, replace=False))
+        length = rows[pick, LENGTH_COLUMN].astype(np.float64)
+        keep = length >= self.min_len
+        pick, length = pick[keep], length[keep]
+        if pick.size == 0:
+            return out
+        hi = np.minimum(float(self.max_len), length)
+        lo = math.log(self.min_len)
+        short = np.floor(np.exp(lo + rng.random(pick.size) * (np.log(hi) - lo))).astype(np.int64)
+        short = np.clip(short, self.min_len, hi.astype(np.int64))  # floor of exp(log(x)) may fall 1 below x
+        out[pick, LENGTH_COLUMN] = short
+        for k in self.ks:
+            sl = GROUP_SLICES[k]
+            p = rows[pick, sl].astype(np.float64)
+            total = p.sum(axis=1)
+            ok = total > 0  # an all-zero group (no valid k-mer) stays all zero
+            p[ok] /= total[ok, None]
+            # numpy's multinomial puts what the other categories leave into the last one: give empty rows n = 0.
+            nk = np.where(ok, np.maximum(short - k + 1, 0), 0)
+            counts = rng.multinomial(nk, p).astype(np.float64)
+            s = counts.sum(axis=1)
+            counts[s > 0] /= s[s > 0, None]
+            out[pick, sl] = counts
+        return out
+
+
 class RowStream:
-    """Batches of raw matrix rows, read ahead by worker threads in a deterministic order."""
+    """Batches of raw matrix rows, read ahead by worker threads in a deterministic order.
+
+    With a ``denoiser`` each batch is a pair (noisy input, clean rows), the
+    noise computed in the worker threads (NumPy releases the GIL there).
+    """
 
     def __init__(self, reader: MatrixReader, plan: BatchPlan, workers: int = 2, prefetch: int | None = None,
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None):
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None, denoiser: Denoiser | None = None):
         self.reader = reader
         self.plan = plan
         self.workers = max(1, int(workers))
         self.prefetch = prefetch or 2 * self.workers
         # Optional host-side transform (e.g. vae.transform.clr) run in the workers; None = raw rows.
         self.transform = transform
+        self.denoiser = denoiser
 
     @property
     def steps(self) -> int:
         return self.plan.steps
 
-    def _load(self, pieces: list[np.ndarray]) -> np.ndarray:
+    def _load(self, pieces: list[np.ndarray], epoch: int = 0, batch: int = 0):
         rows = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         out = aligned_empty((rows.shape[0], self.reader.shape[1]), self.reader.dtype)
         self.reader.read(rows, out)
+        if self.denoiser is not None:
+            noisy = self.denoiser(out, epoch, batch)
+            return (noisy, out) if self.transform is None else (self.transform(noisy), self.transform(out))
         return out if self.transform is None else self.transform(out)
 
     def batches(self, first_epoch: int = 0, epochs: int | None = None, skip: int = 0) -> Iterator[np.ndarray]:
@@ -339,16 +417,16 @@ class RowStream:
             while epochs is None or e < first_epoch + epochs:
                 for b, pieces in enumerate(self.plan.epoch(e)):
                     if e > first_epoch or b >= skip:
-                        yield pieces
+                        yield pieces, e, b
                 e += 1
 
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vae-data")
         pending: deque = deque()
         try:
-            for pieces in jobs():
+            for pieces, e, b in jobs():
                 if len(pending) >= self.prefetch:
                     yield pending.popleft().result()
-                pending.append(pool.submit(self._load, pieces))
+                pending.append(pool.submit(self._load, pieces, e, b))
             while pending:
                 yield pending.popleft().result()
         finally:
@@ -362,8 +440,10 @@ def tf_dataset(stream: RowStream, first_epoch: int = 0, epochs: int | None = Non
     probe = stream.transform(np.zeros((1, stream.reader.shape[1]), stream.reader.dtype)) if stream.transform else None
     width = probe.shape[1] if probe is not None else stream.reader.shape[1]
     dtype = probe.dtype if probe is not None else stream.reader.dtype
+    spec = tf.TensorSpec(shape=(None, width), dtype=tf.as_dtype(dtype))
     ds = tf.data.Dataset.from_generator(
         lambda: stream.batches(first_epoch, epochs, skip),
-        output_signature=tf.TensorSpec(shape=(None, width), dtype=tf.as_dtype(dtype)),
+        # Denoising: (noisy input, clean target) pairs, which Keras' fit reads as (x, y).
+        output_signature=(spec, spec) if stream.denoiser is not None else spec,
     )
     return ds.prefetch(2)

@@ -43,7 +43,8 @@ KERAS_NAME = "encoder.keras"
 WEIGHTS_NAME = "encoder.npz"
 SPEC_NAME = "encoder.json"
 PORTABLE_FORMAT = "kmer-vae-portable-encoder"
-PORTABLE_VERSION = 1
+#: 2 adds "columns" (models of some k-mer groups); files without it are written as version 1.
+PORTABLE_VERSION = 2
 #: Rows per inference batch: large enough that the matmuls dominate, small enough for a laptop (~50 MB of input).
 DEFAULT_BATCH = 4096
 ENGINES = ("auto", "keras", "numpy")
@@ -162,14 +163,24 @@ class _Op:
 class NumpyEncoder:
     """The portable encoder: float32 NumPy matmuls over the exported (folded) layers."""
 
-    def __init__(self, ops: list[_Op], input_dim: int, latent: int, source: str = "<memory>"):
+    def __init__(self, ops: list[_Op], input_dim: int, latent: int, source: str = "<memory>",
+                 columns: Sequence[int] | None = None):
         self.ops = ops
         self.input_dim = input_dim
         self.latent = latent
         self.source = source
+        # The features the first layer reads (a --kmers model), None = all input_dim; a slice when contiguous.
+        self.columns = None if columns is None else np.asarray(columns, dtype=np.int64)
+        self._take: slice | np.ndarray | None = None
+        if self.columns is not None:
+            c = self.columns
+            contiguous = c.size and np.array_equal(c, np.arange(c[0], c[0] + c.size))
+            self._take = slice(int(c[0]), int(c[0]) + c.size) if contiguous else c
 
     def z_mean(self, x: np.ndarray) -> np.ndarray:
         h = np.ascontiguousarray(x, dtype=np.float32)
+        if self._take is not None:
+            h = np.ascontiguousarray(h[:, self._take])
         for op in self.ops:
             if op.kind == "dense":
                 h = h @ op.w
@@ -203,9 +214,17 @@ class NumpyEncoder:
                 else:
                     raise InputError(f"{source}: unknown layer kind {kind!r}")
             input_dim, latent = int(spec["input_dim"]), int(spec["latent"])
+            columns = spec.get("columns")
         except KeyError as e:
             raise InputError(f"{source}: layer description or weights incomplete (missing {e})") from None
-        return cls(ops, input_dim, latent, source)
+        if columns is not None:
+            try:
+                columns = np.asarray(columns, dtype=np.int64).reshape(-1)
+            except (TypeError, ValueError):
+                raise InputError(f"{source}: 'columns' must be a list of feature indices") from None
+            if columns.size == 0 or columns.min() < 0 or columns.max() >= input_dim:
+                raise InputError(f"{source}: 'columns' must be feature indices in 0..{input_dim - 1}")
+        return cls(ops, input_dim, latent, source, columns)
 
     @classmethod
     def load(cls, path: str) -> "NumpyEncoder":
@@ -278,6 +297,7 @@ def portable_from_keras(model, source: str = "<memory>") -> tuple[dict, dict[str
     """The layer description and arrays of the z_mean branch of a Keras encoder, BatchNorm folded."""
     ops: list[dict] = []
     arrays: dict[str, list[np.ndarray]] = {}  # name -> [w, b], folded in place while walking
+    columns: list[int] | None = None
 
     def add_affine(kind: str, name: str, w: np.ndarray, b: np.ndarray) -> None:
         key = f"{len(ops):02d}_{name}"
@@ -288,6 +308,11 @@ def portable_from_keras(model, source: str = "<memory>") -> tuple[dict, dict[str
         cls, cfg = type(layer).__name__, layer.get_config()
         if cls in ("InputLayer", "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D"):
             continue  # identity at inference
+        if cls == "KmerColumns":
+            if ops or columns is not None:
+                raise InputError(f"cannot export: KmerColumns {layer.name!r} must be the first layer after the input")
+            columns = [int(c) for c in cfg["columns"]]
+            continue
         if cls == "Dense":
             w, *rest = [np.asarray(v) for v in layer.get_weights()]
             b = rest[0] if rest else np.zeros(w.shape[1], np.float32)
@@ -339,13 +364,18 @@ def portable_from_keras(model, source: str = "<memory>") -> tuple[dict, dict[str
             flat[key + "/w"], flat[key + "/b"] = (np.ascontiguousarray(a, dtype=np.float32) for a in arrays[key])
     spec = {
         "format": PORTABLE_FORMAT,
-        "version": PORTABLE_VERSION,
+        "version": 1,
         "input_dim": int(model.inputs[0].shape[-1]),
         "latent": int(_z_mean_tensor(model).shape[-1]),
         "input_transform": "clr of k-mer columns 1..2772 (vae.transform.clr); output is z_mean",
         "source": os.path.basename(source),
         "layers": ops,
     }
+    if columns is not None:
+        # The first layer reads only these features (indices into the 2772 CLR features = matrix column - 1).
+        # Version 2: a reader that ignored them would fail on the first matmul, so older readers refuse it.
+        spec["version"] = 2
+        spec["columns"] = columns
     return spec, flat
 
 

@@ -88,6 +88,37 @@ FEATURE_SLICES: dict[int, slice] = {
 }
 
 
+
+
+def parse_k_range(text: str) -> tuple[int, int]:
+    """``"A-B"`` (or ``"A"``) -> (A, B), a contiguous range of k within 1..6; ValueError with a one-line reason."""
+    parts = str(text).strip().split("-")
+    try:
+        lo, hi = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, 0)
+    except ValueError:
+        lo = hi = 0
+    if not (1 <= lo <= hi <= K_MAX):
+        raise ValueError(f"expected a k range A-B with 1 <= A <= B <= {K_MAX} (e.g. 1-5), got {text!r}")
+    return lo, hi
+
+
+def feature_columns(ks) -> np.ndarray:
+    """Indices into the 2772 features (matrix column - 1) of the k-mer groups ``ks``, in matrix order (int64)."""
+    ks = set(ks)
+    return np.concatenate([np.arange(s.start, s.stop) for k, s in FEATURE_SLICES.items() if k in ks]).astype(np.int64)
+
+
+def groups_in(columns) -> dict[int, np.ndarray]:
+    """For feature indices ``columns``: each k whose group they contain -> positions within ``columns``."""
+    cols = np.asarray(columns, dtype=np.int64)
+    out = {}
+    for k, s in FEATURE_SLICES.items():
+        pos = np.flatnonzero((cols >= s.start) & (cols < s.stop))
+        if pos.size:
+            out[k] = pos
+    return out
+
+
 def column_names() -> list[str]:
     """Human-readable column names: ``length`` then the canonical k-mers in matrix order."""
     return ["length"] + [km for k in K_ORDER for km in canonical_kmers(k)]

@@ -6,6 +6,11 @@ z_log_var clipped to [-20, 2], reparameterised sample z. Decoder mirrors it to
 2772 linear outputs. Loss per sample: sum of squared errors over the 2772
 features (= 2772 x MSE) + kl_weight x KL(q(z|x) || N(0, I)); kl_weight is
 warmed up to beta by the trainer.
+
+``--kmers A-B`` models only some k-mer groups: the encoder still takes the
+2772 CLR features and its first layer (``KmerColumns``) keeps those groups'
+columns (1-5: 692); the decoder reconstructs only them, so the loss is the
+sum over those columns.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import keras
 from keras import layers, ops
 
 from .kmers import N_FEATURES
-from .layers import ClipLayer, Sampling
+from .layers import ClipLayer, KmerColumns, Sampling, encoder_columns
 from .transform import clr_ops
 
 LATENT_DIM = 384
@@ -36,10 +41,18 @@ def _dense_block(x, units: int, name: str, dropout: float):
 
 
 def build_encoder(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, dropout: float = 0.0,
-                  input_dim: int = N_FEATURES, seed: int | None = None) -> keras.Model:
-    """The encoder: CLR features -> [z_mean, z_log_var, z]."""
+                  input_dim: int = N_FEATURES, seed: int | None = None,
+                  columns: Sequence[int] | None = None) -> keras.Model:
+    """The encoder: CLR features -> [z_mean, z_log_var, z].
+
+    ``columns`` (feature indices, e.g. ``kmers.feature_columns(range(1, 6))``):
+    the encoder still takes all ``input_dim`` features and its first layer
+    (:class:`KmerColumns`) keeps only these; None = all.
+    """
     inputs = keras.Input(shape=(input_dim,), name="clr_kmers")
     x = inputs
+    if columns is not None and list(columns) != list(range(input_dim)):
+        x = KmerColumns(columns, name="kmer_columns")(x)
     for i, units in enumerate(hidden):
         x = _dense_block(x, units, f"enc{i}", dropout)
     z_mean = layers.Dense(latent, name=Z_MEAN, dtype="float32")(x)
@@ -92,6 +105,19 @@ class VAE(keras.Model):
         self.recon_tracker = keras.metrics.Mean(name="recon")
         self.kl_tracker = keras.metrics.Mean(name="kl")
 
+    @property
+    def columns(self) -> list[int] | None:
+        """Feature columns the encoder reads and the decoder reconstructs (None = all)."""
+        return encoder_columns(self.encoder)
+
+    def _target(self, x):
+        """The reconstruction target: the encoder's columns of the CLR rows."""
+        cols = self.columns
+        if cols is None:
+            return x
+        return x[..., cols[0] : cols[0] + len(cols)] if cols == list(range(cols[0], cols[0] + len(cols))) else \
+            ops.take(x, ops.convert_to_tensor(cols, dtype="int32"), axis=-1)
+
     def call(self, x, training: bool = False):
         z_mean, z_log_var, z = self.encoder(x, training=training)
         return self.decoder(z, training=training), z_mean, z_log_var
@@ -100,7 +126,9 @@ class VAE(keras.Model):
         if not self.raw_rows:
             return data
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        return keras.utils.pack_x_y_sample_weight(clr_ops(x[:, 1:]), y, sample_weight)
+        # y, when given, is the clean target of a denoising step: raw rows too.
+        return keras.utils.pack_x_y_sample_weight(clr_ops(x[:, 1:]), None if y is None else clr_ops(y[:, 1:]),
+                                                  sample_weight)
 
     def train_step(self, data):
         return super().train_step(self._clr_of_rows(data))
@@ -113,7 +141,9 @@ class VAE(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         reconstruction, z_mean, z_log_var = y_pred
-        recon = ops.mean(reconstruction_loss(x, reconstruction))
+        # (x, y) pairs: y is the clean profile of a denoised input x; else x is its own target.
+        target = self._target(x if y is None else y)
+        recon = ops.mean(reconstruction_loss(target, reconstruction))
         kl = ops.mean(kl_divergence(z_mean, z_log_var))
         # Weighted by batch size, as Keras weights the loss: the epoch means then
         # agree with the loss when the last batch is short.
@@ -139,9 +169,14 @@ class VAE(keras.Model):
 
 
 def build_vae(latent: int = LATENT_DIM, hidden: Sequence[int] = HIDDEN, beta: float = BETA,
-              dropout: float = 0.0, seed: int | None = None, raw_rows: bool = False) -> VAE:
-    """Encoder + decoder + VAE with the default (contract) architecture unless told otherwise."""
-    vae = VAE(build_encoder(latent, hidden, dropout, seed=seed), build_decoder(latent, hidden, dropout), beta=beta,
-              raw_rows=raw_rows, name="vae")
+              dropout: float = 0.0, seed: int | None = None, raw_rows: bool = False,
+              columns: Sequence[int] | None = None) -> VAE:
+    """Encoder + decoder + VAE with the default (contract) architecture unless told otherwise.
+
+    ``columns``: the feature columns to model (None = all 2772); the decoder reconstructs only those.
+    """
+    n_out = N_FEATURES if columns is None else len(columns)
+    vae = VAE(build_encoder(latent, hidden, dropout, seed=seed, columns=columns),
+              build_decoder(latent, hidden, dropout, output_dim=n_out), beta=beta, raw_rows=raw_rows, name="vae")
     vae.build((None, N_FEATURES))
     return vae

@@ -39,9 +39,10 @@ from typing import Iterator
 import numpy as np
 
 from . import __version__
-from .data import SPLIT_FILE, BatchPlan, MatrixReader, RowStream, check_values, load_split, make_split, tf_dataset
+from .data import (SPLIT_FILE, BatchPlan, Denoiser, MatrixReader, RowStream, check_values, load_split, make_split,
+                   parse_length_range, tf_dataset)
 from .errors import InputError
-from .kmers import FEATURE_SLICES, K_ORDER
+from .kmers import K_ORDER, N_FEATURES, feature_columns, groups_in, parse_k_range
 from .matrix import atomic_path, atomic_text
 
 @contextmanager
@@ -115,11 +116,28 @@ class TrainOptions:
     steps_per_epoch: int = 0  # 0 = one pass over the training rows
     workers: int = 0  # 0 = chosen from the number of cores
     quiet: bool = False
+    kmers: str = "1-6"  # contiguous range of k the model reads and reconstructs
+    denoise: str = ""  # "MIN:MAX": part of each batch resampled as if MIN..MAX bp long ("" = off)
+    denoise_fraction: float = 0.5  # share of each batch resampled when denoise is on
+
+    @property
+    def columns(self) -> list[int] | None:
+        """Feature columns of --kmers (None = all 2772)."""
+        lo, hi = parse_k_range(self.kmers)
+        return None if (lo, hi) == (1, 6) else feature_columns(range(lo, hi + 1)).tolist()
+
+    def denoiser(self) -> Denoiser | None:
+        """The training batches' denoiser of --denoise (None when off)."""
+        if not self.denoise:
+            return None
+        lo, hi = parse_length_range(self.denoise)
+        klo, khi = parse_k_range(self.kmers)
+        return Denoiser(lo, hi, self.denoise_fraction, self.seed, tuple(range(khi, klo - 1, -1)))
 
 
 #: Options a resumed run must keep (they define the model, the data or the split).
 LOCKED = ("latent", "hidden", "beta", "dropout", "batch_size", "warmup_epochs", "val_fraction", "max_samples",
-          "seed", "lr", "mixed_precision")
+          "seed", "lr", "mixed_precision", "kmers", "denoise", "denoise_fraction")
 #: Options a resumed run takes from the command line when given, else from the run.
 TUNABLE = ("epochs", "patience", "lr_factor", "min_lr", "early_stopping", "steps_per_epoch")
 _DEFAULTS = TrainOptions()
@@ -191,10 +209,16 @@ def end_of_epoch(state: TrainerState, epoch: int, val_loss: float, opts: TrainOp
     return EpochOutcome(is_best, lr, stop, True)
 
 
-def group_mse(x: np.ndarray, reconstruction: np.ndarray) -> tuple[float, dict[int, float]]:
-    """Mean squared error over all features and per k-mer group (keys 6..1) of CLR rows."""
-    sq = np.square(np.asarray(x, np.float64) - np.asarray(reconstruction, np.float64))
-    return float(sq.mean()), {k: float(sq[:, sl].mean()) for k, sl in FEATURE_SLICES.items()}
+def group_mse(x: np.ndarray, reconstruction: np.ndarray, columns=None) -> tuple[float, dict[int, float]]:
+    """Mean squared error over all modelled features and per k-mer group (keys 6..1) of CLR rows.
+
+    ``x``: the full 2772 CLR features; ``reconstruction``: those of ``columns``
+    (None = all). Groups the model does not reconstruct are NaN.
+    """
+    cols = np.arange(N_FEATURES) if columns is None else np.asarray(columns)
+    sq = np.square(np.asarray(x, np.float64)[:, cols] - np.asarray(reconstruction, np.float64))
+    where = groups_in(cols)
+    return float(sq.mean()), {k: float(sq[:, where[k]].mean()) if k in where else math.nan for k in K_ORDER}
 
 
 # --------------------------------------------------------------------------- small utilities
@@ -300,6 +324,19 @@ def _check_hyperparameters(o: TrainOptions) -> None:
     for ok, msg in checks:
         if not ok:
             raise InputError(msg)
+    try:
+        parse_k_range(o.kmers)
+    except ValueError as e:
+        raise InputError(f"--kmers: {e}") from None
+    if o.denoise:
+        try:
+            parse_length_range(o.denoise)
+        except ValueError as e:
+            raise InputError(f"--denoise: {e}") from None
+    if not 0 < o.denoise_fraction <= 1:
+        raise InputError(f"--denoise-fraction must be in (0, 1], got {o.denoise_fraction}")
+    if not o.denoise and o.denoise_fraction != _DEFAULTS.denoise_fraction:
+        raise InputError("--denoise-fraction needs --denoise MIN:MAX")
 
 
 def _hyperparameters(o: TrainOptions) -> dict:
@@ -335,7 +372,8 @@ def _merge_resume(opts: TrainOptions, stored: dict) -> TrainOptions:
     merged = dataclasses.replace(opts)
     for name in LOCKED + TUNABLE:
         given, default = getattr(opts, name), getattr(_DEFAULTS, name)
-        old = tuple(hp[name]) if name == "hidden" else hp[name]
+        # Runs made before an option existed used its default.
+        old = tuple(hp[name]) if name == "hidden" else hp.get(name, getattr(_DEFAULTS, name))
         if name == "hidden":
             given, default = tuple(given), tuple(default)
         if given == default or given == old:
@@ -513,6 +551,7 @@ def train(opts: TrainOptions) -> TrainResult:
             "split": {"file": SPLIT_FILE, "seed": opts.seed, "val_fraction": opts.val_fraction,
                       "max_samples": opts.max_samples, "n_train": int(n_train), "n_val": int(n_val)},
             "model": {"input": "CLR of matrix columns 1..2772 per k-mer group, Jeffreys pseudocount 0.5/n_group",
+                      "kmers": opts.kmers, "n_inputs": len(opts.columns or range(N_FEATURES)),
                       "encoder_outputs": ["z_mean", "z_log_var", "z"], "inference": "z_mean"},
             "versions": versions,
             "resumes": [],
@@ -545,14 +584,15 @@ def train(opts: TrainOptions) -> TrainResult:
         vae.optimizer.learning_rate.assign(state.lr)
     else:
         keras.utils.set_random_seed(opts.seed)
-        vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True)
+        vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True,
+                        columns=opts.columns)
         vae.compile(optimizer=keras.optimizers.Adam(learning_rate=opts.lr))
         state = TrainerState(lr=opts.lr, session=0 if fresh else 1)
 
     workers = opts.workers or _auto_workers()
     plan = BatchPlan(split.train, opts.batch_size, shuffle=True, seed=opts.seed)
     steps = opts.steps_per_epoch or plan.steps
-    train_stream = RowStream(reader, plan, workers=workers)
+    train_stream = RowStream(reader, plan, workers=workers, denoiser=opts.denoiser())
     val_stream = RowStream(reader, BatchPlan(split.val, opts.batch_size, shuffle=False, drop_remainder=False),
                            workers=workers)
     # Keras needs the cardinality of a finite dataset, or it averages in a phantom step.
@@ -560,12 +600,17 @@ def train(opts: TrainOptions) -> TrainResult:
     monitor = _read_monitor_rows(reader, split.val, opts.seed)
 
     device = f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
-    widths = "-".join(map(str, (2772, *opts.hidden, opts.latent)))
+    widths = "-".join(map(str, (len(opts.columns or range(N_FEATURES)), *opts.hidden, opts.latent)))
+    if opts.columns is not None:
+        widths += f" (k-mers {opts.kmers})"
     verb = "resuming after epoch %d" % state.epoch if state.epoch else "starting"
     log(f"train_vae: {verb}; {opts.input} {reader.shape[0]:,} x {reader.shape[1]} {reader.dtype.name}; "
         f"{n_train:,} training / {n_val:,} validation rows (seed {opts.seed}); {steps:,} steps of {opts.batch_size} "
         f"an epoch; model {widths} ({vae.count_params():,} weights); beta {opts.beta} warmed up over "
         f"{opts.warmup_epochs} epochs; {device}; {workers} reader threads -> {run_dir}")
+    if opts.denoise:
+        log(f"train_vae: denoising: {opts.denoise_fraction:g} of each batch resampled as if {opts.denoise} bp long "
+            "(log-uniform, below each row's length); the target stays the clean profile")
 
     result = TrainResult(run_dir, state.epoch, state.best_epoch, state.best_val)
     if state.epoch >= opts.epochs:
@@ -729,7 +774,7 @@ class _EpochLogic:
             ops.convert_to_numpy(dec(enc(self.monitor[i : i + 1024], training=False)[0], training=False))
             for i in range(0, self.monitor.shape[0], 1024)
         ])
-        return group_mse(self.monitor, recon)
+        return group_mse(self.monitor, recon, self.model.columns)
 
     def _save_resume(self) -> None:
         d = os.path.join(self.run_dir, RESUME_DIR)

@@ -295,7 +295,9 @@ def prepare(opts: PrepareOptions, log: Callable[[str], None] = _log) -> dict:
             for rows_d, ids_d, tot, n_total in targets:
                 # 10 % more than the share, so the shuffled cut to n_train rows keeps proportions.
                 n = max(1, round(1.1 * n_total * sizes[g] / tot))
-                rng = np.random.default_rng([opts.seed, gi, si, 2 if rows_d is train_rows else 3])
+                # Keyed by the scheme's place in PIECES, so `--schemes 1-50k` alone draws the same pieces.
+                sid = list(PIECES).index(scheme) if scheme in PIECES else len(PIECES) + si
+                rng = np.random.default_rng([opts.seed, gi, sid, 2 if rows_d is train_rows else 3])
                 pieces = draw_pieces(codes, bounds, log_uniform(rng, lo, hi, n), rng)
                 strands = rng.choice([1, -1], size=len(pieces)).tolist()
                 rows_d[scheme].append(count_pieces(codes, pieces, strands))
@@ -394,6 +396,7 @@ def cluster_scores(vectors: np.ndarray, ev: EvalSet, bins: int, restarts: int = 
     """k-means (k = held-out genomes) ARI/NMI and Leiden ARI of the held-out fragments against their genome."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+    from threadpoolctl import threadpool_limits
 
     leiden = leiden_or_none()
     q = np.flatnonzero(ev.heldout)
@@ -404,7 +407,9 @@ def cluster_scores(vectors: np.ndarray, ev: EvalSet, bins: int, restarts: int = 
         if sel.sum() <= k:
             continue
         x = np.asarray(vectors[q[sel]], dtype=np.float32)
-        pred = KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit_predict(x)
+        # One OpenMP thread: on a shared 2-core box sklearn's threads spin against other processes (6x slower).
+        with threadpool_limits(1):
+            pred = KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit_predict(x)
         out["kmeans_ari"][key] = float(adjusted_rand_score(truth[sel], pred))
         out["kmeans_nmi"][key] = float(normalized_mutual_info_score(truth[sel], pred))
         if leiden is not None:
@@ -549,6 +554,17 @@ def format_tables(r: dict) -> str:
              f"restarts; Leiden: {'k=15 SNN, resolution 1' if r['leiden'] else 'n/a (vae.cluster absent)'}; "
              f"PCA fitted on {r['pca_fitted_on']}."), "", "Pooled over all lengths:", ""]
     lines += table("all", POOLED_COLUMNS)
+    # One line per space: the target's measures pooled, then genome@10 and genus@10 per length bin.
+    names = [_bin_name(b) for b in r["bins"]]
+    cols = ["genome@10", "genus@10", "k-means ARI", "Leiden ARI"] + [f"genome@10 {n}" for n in names] + \
+        [f"genus@10 {n}" for n in names]
+    lines += ["", "Summary (pooled, then per length bin):", "", "| space | " + " | ".join(cols) + " |",
+              "|---" * (len(cols) + 1) + "|"]
+    for s, v in r["spaces"].items():
+        vals = [v["genome@10"]["all"], v["genus@10"]["all"], v["kmeans_ari"].get("all"), v["leiden_ari"].get("all")]
+        vals += [v["genome@10"].get(str(i)) for i in range(len(names))]
+        vals += [v["genus@10"].get(str(i)) for i in range(len(names))]
+        lines.append(f"| {s} | " + " | ".join(_f(x) for x in vals) + " |")
     for i, b in enumerate(r["bins"]):
         lines += ["", f"{_bin_name(b)}:", ""] + table(str(i), BIN_COLUMNS)
     return "\n".join(lines)
@@ -626,6 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pp.add_argument("--n-query", type=int, default=N_QUERY)
     pp.add_argument("--n-pool", type=int, default=N_POOL)
     pp.add_argument("--all-genomes", action="store_true", help="also training matrices of all genomes (train_all_*)")
+    pp.add_argument("--schemes", nargs="+", choices=list(PIECES), default=list(PIECES),
+                    help="piece schemes of the training matrices (default: all)")
     sub.add_parser("recipes", help="list the recipes")
     pt = sub.add_parser("train", help="train one recipe (nice it; log to WORK/runs/NAME.log)")
     pt.add_argument("recipe")
@@ -645,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.cmd == "prepare":
             prepare(PrepareOptions(work=a.work, n_train=a.n_train, n_query=a.n_query, n_pool=a.n_pool,
-                                   all_genomes_train=a.all_genomes))
+                                   all_genomes_train=a.all_genomes, pieces={s: PIECES[s] for s in a.schemes}))
         elif a.cmd == "recipes":
             for name, r in RECIPES.items():
                 print(f"{name:<20} pieces {r.pieces:<6} {' '.join(r.flags)}\n{'':<20} {r.about}")

@@ -131,6 +131,15 @@ RECIPES: dict[str, Recipe] = {
                              "denoise every row to 1-10 kb"),
     "k15-l128-dn1-4": Recipe("1-50k", _SMALL + _COMMON + ["--denoise", "1000:4000", "--denoise-fraction", "0.8"],
                              "denoise 80 % to 1-4 kb"),
+    "k15-l128-b01": Recipe("1-50k", _SMALL + [("0.01" if f == "0.05" else f) for f in _COMMON],
+                           "1-5-mers latent 128 with beta 0.01 (KL weight 5x lower)"),
+    "k15-l128-b002": Recipe("1-50k", _SMALL + [("0.002" if f == "0.05" else f) for f in _COMMON],
+                            "1-5-mers latent 128 with beta 0.002"),
+    "k15-l128-b01-dn1-4": Recipe("1-50k", _SMALL + [("0.01" if f == "0.05" else f) for f in _COMMON]
+                                 + ["--denoise", "1000:4000", "--denoise-fraction", "0.8"], "beta 0.01 + denoise 80 % to 1-4 kb"),
+    "k15-l128-b01-dn1-4-do": Recipe("1-50k", _SMALL + [("0.01" if f == "0.05" else f) for f in _COMMON]
+                                    + ["--denoise", "1000:4000", "--denoise-fraction", "0.8", "--dropout", "0.1"],
+                                    "beta 0.01 + denoise 80 % to 1-4 kb + dropout 0.1"),
     "k15-w1024-l128-dn": Recipe("1-50k", ["--kmers", "1-5", "--latent", "128", "--hidden", "1024", "512"] + _COMMON
                                 + ["--denoise", "1000:10000", "--denoise-fraction", "0.8"], "wider layers (1024 512)"),
 }

@@ -127,8 +127,6 @@ RECIPES: dict[str, Recipe] = {
     "k15-l128-dn-do": Recipe("1-50k", _SMALL + _COMMON + ["--denoise", "1000:10000", "--denoise-fraction", "0.8",
                                                           "--dropout", "0.1"], "+ dropout 0.1"),
     "k15-l128-do": Recipe("1-50k", _SMALL + _COMMON + ["--dropout", "0.1"], "1-5-mers latent 128 + dropout 0.1"),
-    "k15-l128-dn100": Recipe("1-50k", _SMALL + _COMMON + ["--denoise", "1000:10000", "--denoise-fraction", "1.0"],
-                             "denoise every row to 1-10 kb"),
     "k15-l128-dn1-4": Recipe("1-50k", _SMALL + _COMMON + ["--denoise", "1000:4000", "--denoise-fraction", "0.8"],
                              "denoise 80 % to 1-4 kb"),
     "k15-l128-b01": Recipe("1-50k", _SMALL + [("0.01" if f == "0.05" else f) for f in _COMMON],
@@ -144,8 +142,6 @@ RECIPES: dict[str, Recipe] = {
     "k15-l128-b01-dn1-4-do": Recipe("1-50k", _SMALL + [("0.01" if f == "0.05" else f) for f in _COMMON]
                                     + ["--denoise", "1000:4000", "--denoise-fraction", "0.8", "--dropout", "0.1"],
                                     "beta 0.01 + denoise 80 % to 1-4 kb + dropout 0.1"),
-    "k15-w1024-l128-dn": Recipe("1-50k", ["--kmers", "1-5", "--latent", "128", "--hidden", "1024", "512"] + _COMMON
-                                + ["--denoise", "1000:10000", "--denoise-fraction", "0.8"], "wider layers (1024 512)"),
 }
 
 

@@ -641,6 +641,7 @@ def run(o: ClusterOptions) -> dict:
             nb, dist = knn_lists(x, o.k, method=o.neighbors, threads=o.threads, seed=o.seed, ef_construction=o.ef_construction,
                                  ef_search=o.ef, progress=update)
         t_knn = time.perf_counter() - t0
+        del x  # the vectors are not needed past the neighbours: their memory goes to the graph (GBs at millions of points)
         edges, w = knn_graph(nb, dist, o.weight, o.mutual)
         del nb, dist
         _log(f"graph of {edges.shape[0]:,} edges ({t_knn:.1f} s for the neighbours); Leiden ...", o.quiet)

@@ -263,7 +263,7 @@ def prepare(opts: PrepareOptions, log: Callable[[str], None] = _log) -> dict:
     if missing:
         raise InputError(f"held-out genomes not in {opts.taxonomy}: {', '.join(missing)}")
     sizes = {}
-    for g, f in files.items():
+    for f in files.values():
         if not os.path.exists(f):
             raise InputError(f"{f}: no such genome file")
     t0 = time.time()

@@ -205,3 +205,15 @@ def test_bucket_shuffle_leaves_no_temporary_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         shuffled(tmp_path, parts, "s", seed=1, mem_bytes=200)
     assert len(calls) == 3 and sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_gather_rows_returns_the_asked_order_from_sorted_reads(tmp_path):
+    """The one row gathering (evaluation, z_mean of a subset): any order, repeats, a memmap source."""
+    m = np.arange(40, dtype=np.float32).reshape(10, 4)
+    np.save(tmp_path / "m.npy", m)
+    mm = np.load(tmp_path / "m.npy", mmap_mode="r")
+    idx = np.array([7, 2, 2, 9, 0])
+    out = matrix.gather_rows(mm, idx)
+    assert out.dtype == np.float32 and np.array_equal(out, m[idx])
+    assert matrix.gather_rows(mm, idx, np.float16).dtype == np.float16
+    assert matrix.gather_rows(mm, np.array([], dtype=np.int64)).shape == (0, 4)

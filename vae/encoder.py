@@ -37,7 +37,7 @@ from . import artifacts
 from .artifacts import KERAS_NAME, SPEC_NAME, WEIGHTS_NAME
 from .errors import InputError
 from .kmers import LENGTH_COLUMN, N_COLUMNS, N_FEATURES
-from .matrix import atomic_path, atomic_text, check_output_dir, check_rows
+from .matrix import atomic_path, atomic_text, check_output_dir, check_rows, gather_rows
 from .options import option, quiet_option
 from .transform import clr
 
@@ -548,10 +548,7 @@ def z_mean_of(encoder: Encoder, matrix: np.ndarray, rows: np.ndarray | None = No
         if rows is None:
             block = np.asarray(matrix[start:stop])
         else:
-            idx = np.asarray(rows[start:stop])
-            order = np.argsort(idx, kind="stable")
-            block = np.empty((stop - start, matrix.shape[1]), dtype=matrix.dtype)
-            block[order] = matrix[idx[order]]  # sorted reads: sequential-ish on disk
+            block = gather_rows(matrix, rows[start:stop])
         check_rows(block, "matrix", row_numbers=None if rows is None else np.asarray(rows[start:stop]), offset=start)
         out[start:stop] = encoder.z_mean(clr_batch(block))
     return out

@@ -37,7 +37,7 @@ import numpy as np
 from .encoder import Encoder, check_width, z_mean_of
 from .errors import InputError, reading
 from .kmers import LENGTH_COLUMN, N_FEATURES
-from .matrix import check_rows, open_matrix, read_ids
+from .matrix import check_rows, gather_rows, open_matrix, read_ids
 from .options import check_non_negative, comma_floats, option
 from .transform import clr
 
@@ -71,9 +71,7 @@ CLUSTERING = "k-means (k = number of labels at the rank, 4 seeded restarts)"
 def take_rows(matrix: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Rows ``idx`` of a (memmapped) matrix, read in sorted order, returned in the asked order."""
     idx = np.asarray(idx, dtype=np.int64)
-    order = np.argsort(idx, kind="stable")
-    out = np.empty((idx.shape[0], matrix.shape[1]), dtype=np.float32)
-    out[order] = matrix[idx[order]]
+    out = gather_rows(matrix, idx, np.float32)
     check_rows(out, getattr(matrix, "filename", None) or "matrix", row_numbers=idx)  # NaN rows would break PCA/CLR
     return out
 

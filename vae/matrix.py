@@ -311,6 +311,15 @@ def load_coords(path: str, ids_path: str | None = None) -> tuple[np.ndarray, lis
     return coords, _check_ids(path, m.shape[0], ids_path)
 
 
+def gather_rows(matrix: np.ndarray, idx, dtype=None) -> np.ndarray:
+    """Rows ``idx`` of a (memmapped) matrix, read in ascending order (sequential-ish on disk), in the asked order."""
+    idx = np.asarray(idx, dtype=np.int64)
+    order = np.argsort(idx, kind="stable")
+    out = np.empty((idx.shape[0], matrix.shape[1]), dtype=dtype or matrix.dtype)
+    out[order] = matrix[idx[order]]
+    return out
+
+
 def iter_row_chunks(n_rows: int, n_cols: int, itemsize: int = 4, chunk_bytes: int = 64 << 20) -> Iterator[tuple[int, int]]:
     """(start, stop) row ranges of about ``chunk_bytes`` each."""
     step = max(1, chunk_bytes // max(1, n_cols * itemsize))

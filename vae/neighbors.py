@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, reading
 from .matrix import NpyStreamWriter, open_matrix, read_ids
 from .options import option, quiet_option
 
@@ -323,13 +323,10 @@ class NeighborIndex:
         if not os.path.isdir(folder):
             raise InputError(f"{folder}: no such index folder (build one with --build-index)")
         meta_path = os.path.join(folder, "meta.json")
-        try:
+        with reading(meta_path, what="not a readable index description", missing=" (no meta.json: not a neighbour index)",
+                     also=(json.JSONDecodeError,)):
             with open(meta_path, encoding="utf-8") as fh:
                 meta = json.load(fh)
-        except FileNotFoundError:
-            raise InputError(f"{folder}: not a neighbour index (no meta.json)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"{meta_path}: unreadable ({e})") from None
         if meta.get("format") != FORMAT:
             raise InputError(f"{folder}: not a kmer-vae neighbour index")
         if int(meta.get("version", 0)) > FORMAT_VERSION:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from vae import matrix
 from vae.cli import concatenate_matrices
+from vae.errors import InputError
 from vae.matrix import NpyStreamWriter
 
 from .conftest import call_cli
@@ -217,3 +219,21 @@ def test_gather_rows_returns_the_asked_order_from_sorted_reads(tmp_path):
     assert out.dtype == np.float32 and np.array_equal(out, m[idx])
     assert matrix.gather_rows(mm, idx, np.float16).dtype == np.float16
     assert matrix.gather_rows(mm, np.array([], dtype=np.int64)).shape == (0, 4)
+
+
+def test_folder_outputs_replace_only_their_own_kind(tmp_path):
+    """Index and bins folders: staged beside the target, swapped in; a foreign folder is never replaced."""
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="exists and is not a bins folder"):
+        matrix.staging_folder(str(foreign), lambda f: False, "a bins folder")
+    assert (foreign / "keep.txt").read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["notes"]
+    with pytest.raises(InputError, match="does not exist"):
+        matrix.staging_folder(str(tmp_path / "no" / "bins"), lambda f: True, "a bins folder")
+    for content in ("first", "second"):  # a new folder, then replacing our own older one
+        folder, tmp = matrix.staging_folder(str(tmp_path / "bins"), lambda f: True, "a bins folder")
+        (Path(tmp) / "table.tsv").write_text(content)
+        matrix.swap_folder(tmp, folder)
+        assert (tmp_path / "bins" / "table.tsv").read_text() == content
+    assert sorted(os.listdir(tmp_path)) == ["bins", "notes"]  # no temporary or old folder left

@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import InputError
 from .explore import relabel_by_size
+from .matrix import staging_folder, swap_folder
 from .options import float_list, option, quiet_option
 
 METHODS = ("leiden", "hdbscan")
@@ -349,21 +350,13 @@ def write_bins(fastas: Sequence[str], ids: Sequence[str], labels: np.ndarray, fo
     Noise (-1) goes nowhere. Every contig of a cluster must be found exactly
     once across ``fastas``; otherwise an InputError names the first offender.
     """
-    folder = os.path.abspath(folder)
-    parent = os.path.dirname(folder)
-    if not os.path.isdir(parent):
-        raise InputError(f"output folder {parent} does not exist")
-    if os.path.exists(folder) and not _is_bins_dir(folder):
-        raise InputError(f"{folder} exists and is not a bins folder (no {BINS_TABLE}): remove it or choose another name")
     label_of: dict[str, int] = {}
     for i, c in zip(ids, np.asarray(labels).tolist()):
         if c >= 0:
             if i in label_of:
                 raise InputError(f"ID {i!r} occurs twice among the clustered IDs: bins need unique contig IDs")
             label_of[i] = c
-    tmp = os.path.join(parent, f".{os.path.basename(folder)}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.mkdir(tmp)
+    folder, tmp = staging_folder(folder, _is_bins_dir, f"a bins folder (no {BINS_TABLE})")
     try:
         found: dict[str, int] = {}  # contig -> cluster, in input order
         bp: dict[int, int] = {}
@@ -436,13 +429,7 @@ def _is_bins_dir(folder: str) -> bool:
 
 def commit_bins(res: BinResult) -> None:
     """Rename the temporary bins folder into place (replacing an older bins folder)."""
-    if os.path.exists(res.folder):
-        old = os.path.join(os.path.dirname(res.folder), f".{os.path.basename(res.folder)}.old-{os.getpid()}")
-        os.replace(res.folder, old)
-        os.replace(res.tmp, res.folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(res.tmp, res.folder)
+    swap_folder(res.tmp, res.folder)
 
 
 def discard_bins(res: BinResult | None) -> None:

@@ -10,11 +10,12 @@ import dataclasses
 import gzip
 import itertools
 import os
+import shutil
 import sys
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -309,6 +310,35 @@ def load_coords(path: str, ids_path: str | None = None) -> tuple[np.ndarray, lis
     coords = np.ascontiguousarray(m, dtype=np.float32)
     _check_finite(path, coords)
     return coords, _check_ids(path, m.shape[0], ids_path)
+
+
+def staging_folder(folder: str, is_ours: Callable[[str], bool], what: str) -> tuple[str, str]:
+    """Check a folder output and make an empty temporary folder beside it; returns (absolute folder, temporary).
+
+    An existing ``folder`` may only be replaced when ``is_ours(folder)`` (one of ours of the same kind, ``what``);
+    :func:`swap_folder` then puts the temporary in its place.
+    """
+    folder = os.path.abspath(folder)
+    parent = os.path.dirname(folder)
+    if not os.path.isdir(parent):
+        raise InputError(f"output folder {parent} does not exist")
+    if os.path.exists(folder) and not is_ours(folder):
+        raise InputError(f"{folder} exists and is not {what}: remove it or choose another name")
+    tmp = os.path.join(parent, f".{os.path.basename(folder)}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.mkdir(tmp)
+    return folder, tmp
+
+
+def swap_folder(tmp: str, folder: str) -> None:
+    """Rename the finished temporary folder ``tmp`` to ``folder``, replacing (then removing) an older one."""
+    if os.path.exists(folder):
+        old = os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}.old-{os.getpid()}")
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, folder)
 
 
 def gather_rows(matrix: np.ndarray, idx, dtype=None) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import InputError, reading
-from .matrix import NpyStreamWriter, open_matrix, read_ids
+from .matrix import NpyStreamWriter, open_matrix, read_ids, staging_folder, swap_folder
 from .options import option, quiet_option
 
 #: Below this many vectors ``method="auto"`` searches exactly.
@@ -285,15 +285,7 @@ class NeighborIndex:
 
         An existing folder is replaced only if it is a kmer-vae index.
         """
-        folder = os.path.abspath(folder)
-        parent = os.path.dirname(folder)
-        if not os.path.isdir(parent):
-            raise InputError(f"output folder {parent} does not exist")
-        if os.path.exists(folder) and not _is_index(folder):
-            raise InputError(f"{folder} exists and is not a neighbour index: remove it or choose another name")
-        tmp = os.path.join(parent, f".{os.path.basename(folder)}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.mkdir(tmp)
+        folder, tmp = staging_folder(folder, _is_index, "a neighbour index")
         try:
             with open(os.path.join(tmp, "ids.txt"), "w", encoding="utf-8", newline="\n") as fh:
                 fh.writelines(i + "\n" for i in self.ids)
@@ -306,13 +298,7 @@ class NeighborIndex:
             with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as fh:
                 json.dump(self.meta(), fh, indent=2)
                 fh.write("\n")
-            if os.path.exists(folder):
-                old = os.path.join(parent, f".{os.path.basename(folder)}.old-{os.getpid()}")
-                os.replace(folder, old)
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
+            swap_folder(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -37,6 +37,7 @@ Usage (work files under ``--work``, default :data:`DEFAULT_WORK`; nothing is wri
     python bench/bench_quality.py prepare                 # fragments and training matrices (~5 min)
     python bench/bench_quality.py recipes                 # list the ablation's recipes (train_vae flags)
     python bench/bench_quality.py train k15-l128 --epochs 40   # train one recipe (log in WORK/runs/NAME.log)
+    python bench/bench_quality.py train k15-l128 --epochs 12 -- --warmup-epochs 2   # + more train_vae flags
     python bench/bench_quality.py eval default k15-l128 /path/to/encoder.keras --name table1
     python bench/bench_quality.py quick --work /tmp/qb    # tiny synthetic end-to-end run (the test's mode)
 """
@@ -107,6 +108,8 @@ CLR_BASELINES: dict[str, tuple[int, ...]] = {"CLR k<=6": (1, 2, 3, 4, 5, 6), "CL
 _CONTRACT = ["--latent", "384", "--hidden", "1024", "512"]
 _COMMON = ["--beta", "0.05", "--warmup-epochs", "5", "--batch-size", "256", "--lr", "5e-4", "--val-fraction", "0.1"]
 _SMALL = ["--kmers", "1-5", "--latent", "128", "--hidden", "512", "256"]
+_CHOSEN_WU2 = _SMALL + [{"0.05": "0.01", "5": "2"}.get(f, f) for f in _COMMON] + ["--denoise", "1000:4000",
+                                                                               "--denoise-fraction", "0.8"]
 
 
 @dataclass
@@ -142,6 +145,14 @@ RECIPES: dict[str, Recipe] = {
     "k15-l128-b01-dn1-4-do": Recipe("1-50k", _SMALL + [("0.01" if f == "0.05" else f) for f in _COMMON]
                                     + ["--denoise", "1000:4000", "--denoise-fraction", "0.8", "--dropout", "0.1"],
                                     "beta 0.01 + denoise 80 % to 1-4 kb + dropout 0.1"),
+    # Session 3 (prepare --n-train 96000; 12 epochs of 86,400 rows instead of 30 of 21,600; VAE.md):
+    "k15-l128-b01-dn1-4-wu2": Recipe("1-50k", _CHOSEN_WU2, "the chosen recipe with 2 warm-up epochs (for 12-epoch runs)"),
+    "k15-h1024-b01-dn1-4-wu2": Recipe("1-50k", _CHOSEN_WU2 + ["--hidden", "1024", "512"],
+                                      "the same with hidden 1024 512 (the last --hidden counts)"),
+    "k15-l128-b01-dn1-4-ct": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "0.2"],
+                                    "+ contrastive term (weight 1, temperature 0.2)"),
+    "k15-l128-b01-dn1-4-ct-t1": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "1"],
+                                       "+ contrastive term (weight 1, temperature 1)"),
 }
 
 
@@ -660,7 +671,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pt.add_argument("--input", help="training matrix (default: WORK/train_<pieces>.npy)")
     pt.add_argument("--out", help="run folder (default: WORK/runs/RECIPE)")
     pt.add_argument("--seed", type=int, default=SEED, help="train_vae --seed (split, shuffling, weights)")
-    pt.add_argument("extra", nargs="*", help="more train_vae flags (after --)")
+    # More train_vae flags go after "--" (split off below: argparse's sub-parsers do not take "--" themselves).
     pe = sub.add_parser("eval", help="score models (recipe names or encoder paths) beside the baselines")
     pe.add_argument("models", nargs="*")
     pe.add_argument("--name", default="results", help="WORK/NAME.json and WORK/NAME.md")
@@ -669,7 +680,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pe.add_argument("--engine", default="numpy", choices=("numpy", "keras", "auto"))
     pq = sub.add_parser("quick", help="tiny synthetic end-to-end run")
     pq.add_argument("models", nargs="*")
-    a = p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = p.parse_args(argv[:len(argv) - len(extra) - 1] if "--" in argv else argv)
+    if extra and a.cmd != "train":
+        p.error("flags after -- are train_vae flags for the train command only")
     try:
         if a.cmd == "prepare":
             prepare(PrepareOptions(work=a.work, n_train=a.n_train, n_query=a.n_query, n_pool=a.n_pool,
@@ -678,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, r in RECIPES.items():
                 print(f"{name:<20} pieces {r.pieces:<6} {' '.join(r.flags)}\n{'':<20} {r.about}")
         elif a.cmd == "train":
-            return train(a.recipe, a.work, a.epochs, seed=a.seed, extra=a.extra, input_matrix=a.input, out=a.out)
+            return train(a.recipe, a.work, a.epochs, seed=a.seed, extra=extra, input_matrix=a.input, out=a.out)
         elif a.cmd == "eval":
             evaluate(EvalOptions(work=a.work, models=a.models, name=a.name, engine=a.engine,
                                  baselines=not a.no_baselines, pca_train=a.pca_train))

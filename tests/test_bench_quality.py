@@ -188,3 +188,16 @@ def test_bad_held_out_name_is_one_line_error(tmp_path, capsys):
                                      taxonomy=str(tmp_path / "genomes.tsv"), heldout=("B",)))
     assert bq.main(["--work", str(tmp_path / "w"), "eval", "no-such-model"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_train_passes_flags_after_double_dash_to_train_vae(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(bq, "train", lambda *a, **k: calls.append((a, k)) or 0)
+    assert bq.main(["--work", "/nonexistent", "train", "k15-l128", "--epochs", "3", "--", "--contrast", "1"]) == 0
+    assert calls[-1][1]["extra"] == ["--contrast", "1"] and calls[-1][0][2] == 3
+    assert bq.main(["--work", "/nonexistent", "train", "k15-l128"]) == 0 and calls[-1][1]["extra"] == []
+    with pytest.raises(SystemExit):
+        bq.main(["--work", "/nonexistent", "recipes", "--", "--contrast", "1"])
+    assert "train command only" in capsys.readouterr().err
+    cmd = bq.train_command("k15-l128", "/w", 3, extra=["--contrast", "1"])
+    assert cmd[-2:] == ["--contrast", "1"] and cmd[cmd.index("--epochs") + 1] == "3"

@@ -1,4 +1,4 @@
-"""BatchNorm momentum from the steps per epoch, ``--group-weights``, and the training options together."""
+"""BatchNorm momentum from the steps per epoch, ``--group-weights``, ``--contrast``, and the training options together."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ keras = pytest.importorskip("keras", reason="needs TensorFlow/Keras (pip install
 
 from vae.cli import train_vae  # noqa: E402 -- after the Keras skip
 from vae.kmers import FEATURE_SLICES, N_FEATURES, feature_columns, profile  # noqa: E402
-from vae.model import build_vae  # noqa: E402
+from vae.model import build_vae, contrastive_loss  # noqa: E402
 from vae.simulate import fragments, random_genome  # noqa: E402
 from vae.train import TrainOptions, bn_momentum_for, train  # noqa: E402
 from vae.transform import clr  # noqa: E402
@@ -68,6 +68,67 @@ def test_group_weights_scale_each_groups_errors():
     assert restored.group_weights == {3: 2.0, 6: 0.2}
 
 
+def _info_nce_reference(a: np.ndarray, b: np.ndarray, temperature: float) -> np.ndarray:
+    """InfoNCE by loops in float64: -log softmax_j(-|a_i - b_j|^2 / (t x mean_{i!=j} |a_i - b_j|^2)) at j = i."""
+    n = a.shape[0]
+    d = np.array([[np.sum((a[i].astype(np.float64) - b[j]) ** 2) for j in range(n)] for i in range(n)])
+    scale = temperature * d[~np.eye(n, dtype=bool)].mean()
+    out = np.empty(n)
+    for i in range(n):
+        logits = -d[i] / scale
+        m = logits.max()
+        out[i] = -(logits[i] - m - np.log(np.exp(logits - m).sum()))
+    return out
+
+
+def test_contrastive_loss_matches_a_reference_and_rewards_aligned_pairs():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(7, 5)).astype(np.float32), rng.normal(size=(7, 5)).astype(np.float32)
+    for t in (0.2, 1.0, 3.0):
+        np.testing.assert_allclose(np.asarray(contrastive_loss(a, b, t)), _info_nce_reference(a, b, t), rtol=1e-4,
+                                   atol=1e-5)
+    # Scale-free: the same configuration at 100x the scale costs the same.
+    np.testing.assert_allclose(np.asarray(contrastive_loss(100 * a, 100 * b, 1.0)),
+                               np.asarray(contrastive_loss(a, b, 1.0)), rtol=1e-4)
+    # Pairs that coincide cost less than chance (log n); shuffled partners cost more.
+    spread = rng.normal(size=(7, 5)).astype(np.float32)
+    aligned, shuffled = (float(np.mean(contrastive_loss(spread, b, 0.2))) for b in (spread, spread[::-1].copy()))
+    assert aligned < 0.5 * np.log(7) < np.log(7) < shuffled
+
+
+def test_contrast_term_is_added_to_training_steps_only():
+    rng = np.random.default_rng(1)
+    noisy = rng.normal(size=(6, N_FEATURES)).astype(np.float32)
+    clean = (noisy + rng.normal(size=noisy.shape) * 0.1).astype(np.float32)
+    plain = build_vae(latent=3, hidden=(8,), beta=0.05, seed=0)
+    vae = build_vae(latent=3, hidden=(8,), beta=0.05, seed=0, contrast=2.0, contrast_temperature=0.5)
+    for m in (plain, vae):
+        m.kl_weight.assign(0.0)
+    pred = vae(noisy, training=True)
+    base = float(plain.compute_loss(x=noisy, y=clean, y_pred=pred))
+    z_clean = np.asarray(vae.encoder(clean, training=True)[0])
+    expected = base + 2.0 * _info_nce_reference(np.asarray(pred[1]), z_clean, 0.5).mean()
+    assert float(vae.compute_loss(x=noisy, y=clean, y_pred=pred, training=True)) == pytest.approx(expected, rel=1e-4)
+    # Validation (training=False) and clean-only batches (no y) score the VAE loss alone.
+    assert float(vae.compute_loss(x=noisy, y=clean, y_pred=pred, training=False)) == pytest.approx(base, rel=1e-5)
+    restored = type(vae).from_config(json.loads(json.dumps(vae.get_config())))
+    assert (restored.contrast, restored.contrast_temperature) == (2.0, 0.5)
+    with pytest.raises(ValueError, match="needs a contrast_temperature"):
+        build_vae(latent=3, hidden=(8,), beta=0.05, contrast=1.0)
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    ({"contrast": 1.0}, "--contrast needs --denoise"),
+    ({"contrast": -1.0, "denoise": "1000:4000"}, "--contrast must be >= 0"),
+])
+def test_bad_contrast(kwargs, msg):
+    from vae.errors import InputError
+    from vae.train import _check_hyperparameters
+
+    with pytest.raises(InputError, match=msg):
+        _check_hyperparameters(TrainOptions(**kwargs))
+
+
 @pytest.mark.parametrize("text,msg", [
     ("6:0.2", "expected K=W"), ("7=1", "K in 1..6"), ("6=-1", "weight >= 0"), ("6=1,6=2", "given twice"),
     ("6=0.5", "not modelled (--kmers 1-5)"), ("1=0,2=0,3=0,4=0,5=0", "nothing would be reconstructed"),
@@ -82,7 +143,8 @@ def test_bad_group_weights(text, msg):
 
 
 def test_all_options_together_and_resume(tmp_path, capsys):
-    """--kmers, --denoise, --group-weights, --dropout and the derived BatchNorm momentum in one run, then resumed."""
+    """--kmers, --denoise, --contrast, --group-weights, --dropout and the derived BatchNorm momentum in one run,
+    then resumed."""
     rows = []
     for g in range(3):
         genome = random_genome(150_000, seed=g, gc=0.35 + 0.15 * g)
@@ -91,18 +153,23 @@ def test_all_options_together_and_resume(tmp_path, capsys):
     run = tmp_path / "run"
     r = train(TrainOptions(input=str(tmp_path / "m.npy"), run_dir=str(run), hidden=(16,), latent=3, batch_size=32,
                            epochs=2, warmup_epochs=1, lr=1e-3, quiet=True, kmers="2-6", denoise="1000:5000",
-                           group_weights="6=0.2", dropout=0.1))
-    assert all(np.isfinite(r.history[-1][k]) for k in ("loss", "val_loss"))
+                           group_weights="6=0.2", dropout=0.1, contrast=0.5))
+    assert all(np.isfinite(r.history[-1][k]) for k in ("loss", "val_loss", "contrast"))
+    assert r.history[-1]["contrast"] > 0
     cfg = json.loads((run / "config.json").read_text())
     hp = cfg["hyperparameters"]
-    assert (hp["kmers"], hp["denoise"], hp["group_weights"], hp["dropout"]) == ("2-6", "1000:5000", "6=0.2", 0.1)
+    assert (hp["kmers"], hp["denoise"], hp["group_weights"], hp["dropout"], hp["contrast"]) == \
+        ("2-6", "1000:5000", "6=0.2", 0.1, 0.5)
     assert cfg["model"]["bn_momentum"] == pytest.approx(0.6)  # 162 training rows: 5 steps of 32
     assert r.vae.group_weights == {6: 0.2} and r.vae.get_layer("encoder").get_layer("enc0_dropout").rate == 0.1
     assert "BatchNorm momentum 0.6" in (run / "train.log").read_text()
     assert call_cli(train_vae, ["-o", run, "--resume", "--epochs", "3", "--quiet"]) == 0
     vae = keras.saving.load_model(run / "final" / "vae.keras")
-    assert vae.group_weights == {6: 0.2} and vae.columns == feature_columns(range(2, 7)).tolist()
+    assert vae.group_weights == {6: 0.2} and vae.contrast == 0.5 and vae.columns == feature_columns(range(2, 7)).tolist()
+    assert "x contrast" in (run / "train.log").read_text()
     assert call_cli(train_vae, ["-o", run, "--resume", "--epochs", "4", "--group-weights", "6=1", "--quiet"]) == 2
     assert "--group-weights 6=1 differs from the run's 6=0.2" in capsys.readouterr().err
+    assert call_cli(train_vae, ["-o", run, "--resume", "--epochs", "4", "--contrast", "1", "--quiet"]) == 2
+    assert "--contrast 1.0 differs from the run's 0.5" in capsys.readouterr().err
     z = clr(np.stack(rows[:5]))
     assert np.isfinite(np.asarray(vae.encoder(z)[0])).all()

@@ -12,6 +12,14 @@ warmed up to beta by the trainer.
 columns (1-5: 692); the decoder reconstructs only them, so the loss is the
 sum over those columns. ``--group-weights`` weights each group's squared
 errors (all 1 by default: the loss above).
+
+``--contrast W`` (with ``--denoise``) adds W x an InfoNCE term on the
+training batches: each row's denoised (short) profile must land nearer to
+its own clean profile than to the other clean rows of the batch, with
+logits -|z_mean(noisy) - z_mean(clean)|^2 relative to the batch's mean
+squared distance (:func:`contrastive_loss`). It targets the k-NN metric
+directly (measured in VAE.md: it helps contigs of 2 kb and more, not 1-2 kb
+ones); validation reports the VAE loss only.
 """
 from __future__ import annotations
 
@@ -91,6 +99,28 @@ def kl_divergence(z_mean, z_log_var):
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
 
 
+def contrastive_loss(z_noisy, z_clean, temperature: float):
+    """Per-sample InfoNCE of the pairs (z_noisy[i], z_clean[i]) against the batch's other clean rows.
+
+    Logits are minus the squared Euclidean distances (the metric the k-NN
+    commands use) divided by ``temperature`` x their mean over the pairs
+    i != j (a constant for the gradient); log-softmax over each noisy row's
+    distances to every clean row, the target being its own. Relative to the
+    batch's spread, the term cannot be satisfied by scaling the latent: with
+    plain distances it saturated within two epochs (noisy views lie within a
+    few posterior standard deviations of their clean profile, other rows far
+    away) and taught nothing (VAE.md).
+    """
+    a = ops.cast(z_noisy, "float32")
+    b = ops.cast(z_clean, "float32")
+    sq = ops.maximum(ops.sum(ops.square(a), axis=-1)[:, None] + ops.sum(ops.square(b), axis=-1)[None, :]
+                     - 2.0 * ops.matmul(a, ops.transpose(b)), 0.0)
+    n = ops.cast(ops.shape(sq)[0], "float32")
+    off_diagonal_mean = (ops.sum(sq) - ops.sum(ops.diagonal(sq))) / ops.maximum(n * (n - 1.0), 1.0)
+    scale = ops.stop_gradient(ops.maximum(off_diagonal_mean, 1e-12)) * temperature
+    return -ops.diagonal(ops.log_softmax(-sq / scale, axis=-1))
+
+
 @keras.saving.register_keras_serializable(package="kmer_vae", name="VAE")
 class VAE(keras.Model):
     """The beta-VAE. ``kl_weight`` is a non-trainable variable the trainer's warm-up sets each epoch.
@@ -103,7 +133,8 @@ class VAE(keras.Model):
     """
 
     def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float, raw_rows: bool = False,
-                 group_weights: Mapping[int, float] | None = None, **kwargs):
+                 group_weights: Mapping[int, float] | None = None, contrast: float = 0.0,
+                 contrast_temperature: float | None = None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -118,9 +149,14 @@ class VAE(keras.Model):
             for k, pos in groups_in(cols).items():
                 fw[pos] = self.group_weights.get(k, 1.0)
             self._feature_weights = fw
+        self.contrast = float(contrast)
+        if self.contrast > 0 and contrast_temperature is None:
+            raise ValueError("contrast > 0 needs a contrast_temperature (train_vae's default: TrainOptions)")
+        self.contrast_temperature = None if contrast_temperature is None else float(contrast_temperature)
         self.kl_weight = keras.Variable(0.0, trainable=False, dtype="float32", name="kl_weight")
         self.recon_tracker = keras.metrics.Mean(name="recon")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.contrast_tracker = keras.metrics.Mean(name="contrast") if self.contrast > 0 else None
 
     @property
     def columns(self) -> list[int] | None:
@@ -167,7 +203,14 @@ class VAE(keras.Model):
         n = ops.cast(ops.shape(reconstruction)[0], "float32")
         self.recon_tracker.update_state(recon, sample_weight=n)
         self.kl_tracker.update_state(kl, sample_weight=n)
-        return _per_replica(recon + ops.cast(self.kl_weight, "float32") * kl)
+        loss = recon + ops.cast(self.kl_weight, "float32") * kl
+        if self.contrast > 0 and training and y is not None:
+            # The clean rows through the same encoder (same step, same BatchNorm mode): the pair's other view.
+            z_clean = self.encoder(y, training=True)[0]
+            contrast = ops.mean(contrastive_loss(z_mean, z_clean, self.contrast_temperature))
+            self.contrast_tracker.update_state(contrast, sample_weight=n)
+            loss = loss + self.contrast * contrast
+        return _per_replica(loss)
 
     def get_config(self) -> dict:
         return {
@@ -177,6 +220,8 @@ class VAE(keras.Model):
             "beta": self.beta,
             "raw_rows": self.raw_rows,
             "group_weights": {str(k): w for k, w in sorted(self.group_weights.items())},
+            "contrast": self.contrast,
+            "contrast_temperature": self.contrast_temperature,
         }
 
     @classmethod
@@ -203,15 +248,19 @@ def _per_replica(loss):
 def build_vae(latent: int, hidden: Sequence[int], beta: float,
               dropout: float = 0.0, seed: int | None = None, raw_rows: bool = False,
               columns: Sequence[int] | None = None, bn_momentum: float = BN_MOMENTUM,
-              group_weights: Mapping[int, float] | None = None) -> VAE:
+              group_weights: Mapping[int, float] | None = None, contrast: float = 0.0,
+              contrast_temperature: float | None = None) -> VAE:
     """Encoder + decoder + VAE (the defaults of the architecture are vae.train.TrainOptions', in one place).
 
     ``columns``: the feature columns to model (None = all 2772); the decoder reconstructs only those.
     ``group_weights``: k -> weight of that group's squared errors in the loss (absent = 1).
+    ``contrast``: weight of the InfoNCE term of denoised pairs (0 = off; the trainer needs --denoise for it);
+    ``contrast_temperature`` its temperature (:func:`contrastive_loss`).
     """
     n_out = N_FEATURES if columns is None else len(columns)
     vae = VAE(build_encoder(latent, hidden, dropout, seed=seed, columns=columns, bn_momentum=bn_momentum),
               build_decoder(latent, hidden, dropout, output_dim=n_out, bn_momentum=bn_momentum), beta=beta,
-              raw_rows=raw_rows, group_weights=group_weights, name="vae")
+              raw_rows=raw_rows, group_weights=group_weights, contrast=contrast,
+              contrast_temperature=contrast_temperature, name="vae")
     vae.build((None, N_FEATURES))
     return vae

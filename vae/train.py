@@ -57,7 +57,7 @@ MONITOR_ROWS = 2048
 PLOT_INTERVAL = 10.0
 
 HISTORY_COLUMNS = (
-    ["epoch", "loss", "recon", "kl", "kl_weight", "val_loss", "val_recon", "val_kl", "mse"]
+    ["epoch", "loss", "recon", "kl", "kl_weight", "contrast", "val_loss", "val_recon", "val_kl", "mse"]
     + [f"mse_{k}" for k in K_ORDER]
     + ["lr", "samples_per_s", "train_s", "epoch_s", "best", "session"]
 )
@@ -104,6 +104,13 @@ class TrainOptions:
                                "if it were only L bp long (L log-uniform in MIN..MAX, below its length; k-mer counts "
                                "resampled), the target staying the clean profile (default: off)")
     denoise_fraction: float = option(0.5, metavar="F", help="share of each batch resampled with --denoise")
+    contrast: float = option(0.0, metavar="W",
+                             help="with --denoise: add W x a contrastive (InfoNCE) term that pulls each denoised row's "
+                                  "z_mean towards its clean profile's and away from the batch's other rows "
+                                  "(default 0: off)")
+    contrast_temperature: float = option(3.0, metavar="T",
+                                         help="temperature of --contrast, in units of the batch's mean squared "
+                                              "latent distance (lower = sharper, dominated by the nearest rows)")
     bn_momentum: float = option(0.0, metavar="M",
                                 help="BatchNorm momentum (0 = 1 - 2/steps per epoch within [0.5, 0.99], so that "
                                      "validation, which uses the moving statistics, tracks training on small runs; "
@@ -155,7 +162,8 @@ class TrainOptions:
 
 #: Options a resumed run must keep (they define the model, the data or the split).
 LOCKED = ("latent", "hidden", "beta", "dropout", "batch_size", "warmup_epochs", "val_fraction", "max_samples",
-          "seed", "lr", "mixed_precision", "kmers", "denoise", "denoise_fraction",
+          "seed", "lr", "mixed_precision", "kmers", "denoise", "denoise_fraction", "contrast",
+          "contrast_temperature",
           "bn_momentum", "group_weights")
 #: Options a resumed run takes from the command line when given, else from the run.
 TUNABLE = ("epochs", "patience", "lr_factor", "min_lr", "early_stopping", "steps_per_epoch")
@@ -399,6 +407,12 @@ def _check_hyperparameters(o: TrainOptions) -> None:
         raise InputError(f"--denoise-fraction must be in (0, 1], got {o.denoise_fraction}")
     if not o.denoise and o.denoise_fraction != _DEFAULTS.denoise_fraction:
         raise InputError("--denoise-fraction needs --denoise MIN:MAX")
+    if not (o.contrast >= 0 and math.isfinite(o.contrast)):
+        raise InputError(f"--contrast must be >= 0, got {o.contrast}")
+    if not (o.contrast_temperature > 0 and math.isfinite(o.contrast_temperature)):
+        raise InputError(f"--contrast-temperature must be > 0, got {o.contrast_temperature}")
+    if o.contrast > 0 and not o.denoise:
+        raise InputError("--contrast needs --denoise MIN:MAX (its pairs are a denoised row and its clean profile)")
 
 
 def _hyperparameters(o: TrainOptions) -> dict:
@@ -693,7 +707,8 @@ def build_or_load(run: Run):
         else:
             keras.utils.set_random_seed(opts.seed)
             vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True,
-                            columns=opts.columns, bn_momentum=run.bn_momentum, group_weights=opts.group_weight_map())
+                            columns=opts.columns, bn_momentum=run.bn_momentum, group_weights=opts.group_weight_map(),
+                            contrast=opts.contrast, contrast_temperature=opts.contrast_temperature)
             vae.compile(optimizer=keras.optimizers.Adam(learning_rate=opts.lr))
             run.state = TrainerState(lr=opts.lr, session=0)
     return vae
@@ -976,7 +991,7 @@ class _EpochLogic:
             epoch_s = time.perf_counter() - self._t0
             row = {
                 "epoch": epoch + 1, "loss": logs.get("loss"), "recon": logs.get("recon"), "kl": logs.get("kl"),
-                "kl_weight": kl_weight, "val_loss": logs.get("val_loss"), "val_recon": logs.get("val_recon"),
+                "kl_weight": kl_weight, "contrast": logs.get("contrast"), "val_loss": logs.get("val_loss"), "val_recon": logs.get("val_recon"),
                 "val_kl": logs.get("val_kl"), "mse": mse, **{f"mse_{k}": per_group[k] for k in K_ORDER},
                 "lr": lr_used, "samples_per_s": self.steps * self.opts.batch_size / max(t_train, 1e-9),
                 "train_s": t_train, "epoch_s": epoch_s, "best": int(out.is_best), "session": st.session,
@@ -1038,6 +1053,8 @@ class _EpochLogic:
         tag = ("  *best" if out.is_best else "") if out.tracking else "  (warm-up)"
         lr_note = f" -> {out.new_lr:.2e}" if out.new_lr != r["lr"] else ""
         return (f"epoch {r['epoch']}/{self.opts.epochs}  loss {_fmt(r['loss'], '.3f')} "
-                f"(recon {_fmt(r['recon'], '.3f')} + {r['kl_weight']:.4g} x kl {_fmt(r['kl'], '.3f')})  "
+                f"(recon {_fmt(r['recon'], '.3f')} + {r['kl_weight']:.4g} x kl {_fmt(r['kl'], '.3f')}"
+                + (f" + {self.opts.contrast:g} x contrast {_fmt(r['contrast'], '.3f')}" if r["contrast"] is not None else "")
+                + ")  "
                 f"val {_fmt(r['val_loss'], '.3f')}  mse {_fmt(r['mse'])} [{groups}]  lr {r['lr']:.2e}{lr_note}  "
                 f"{r['samples_per_s']:,.0f} samples/s  {r['epoch_s']:.1f} s{tag}")

@@ -153,6 +153,8 @@ RECIPES: dict[str, Recipe] = {
                                     "+ contrastive term (weight 1, temperature 0.2)"),
     "k15-l128-b01-dn1-4-ct-t1": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "1"],
                                        "+ contrastive term (weight 1, temperature 1)"),
+    "k15-l128-b01-dn1-4-ct-t3": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "3"],
+                                       "+ contrastive term (weight 1, temperature 3): the shipped recipe"),
 }
 
 

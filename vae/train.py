@@ -991,8 +991,8 @@ class _EpochLogic:
             epoch_s = time.perf_counter() - self._t0
             row = {
                 "epoch": epoch + 1, "loss": logs.get("loss"), "recon": logs.get("recon"), "kl": logs.get("kl"),
-                "kl_weight": kl_weight, "contrast": logs.get("contrast"), "val_loss": logs.get("val_loss"), "val_recon": logs.get("val_recon"),
-                "val_kl": logs.get("val_kl"), "mse": mse, **{f"mse_{k}": per_group[k] for k in K_ORDER},
+                "kl_weight": kl_weight, "contrast": logs.get("contrast"), "val_loss": logs.get("val_loss"),
+                "val_recon": logs.get("val_recon"), "val_kl": logs.get("val_kl"), "mse": mse, **{f"mse_{k}": per_group[k] for k in K_ORDER},
                 "lr": lr_used, "samples_per_s": self.steps * self.opts.batch_size / max(t_train, 1e-9),
                 "train_s": t_train, "epoch_s": epoch_s, "best": int(out.is_best), "session": st.session,
             }
@@ -1054,7 +1054,7 @@ class _EpochLogic:
         lr_note = f" -> {out.new_lr:.2e}" if out.new_lr != r["lr"] else ""
         return (f"epoch {r['epoch']}/{self.opts.epochs}  loss {_fmt(r['loss'], '.3f')} "
                 f"(recon {_fmt(r['recon'], '.3f')} + {r['kl_weight']:.4g} x kl {_fmt(r['kl'], '.3f')}"
-                + (f" + {self.opts.contrast:g} x contrast {_fmt(r['contrast'], '.3f')}" if r["contrast"] is not None else "")
+                + (f" + {self.opts.contrast:g} x contrast {_fmt(r['contrast'], '.3f')}" if self.opts.contrast else "")
                 + ")  "
                 f"val {_fmt(r['val_loss'], '.3f')}  mse {_fmt(r['mse'])} [{groups}]  lr {r['lr']:.2e}{lr_note}  "
                 f"{r['samples_per_s']:,.0f} samples/s  {r['epoch_s']:.1f} s{tag}")

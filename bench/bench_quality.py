@@ -95,7 +95,7 @@ N_POOL = 12  # fragments per training genome and bin
 N_TRAIN = 24000  # training rows of each piece scheme
 PCA_FIT = 24000
 PCA_DIMS = (128,)
-KMEANS_RESTARTS = 20  # 5 left the ARI of one space swinging by 0.1 between seeds (VAE.md)
+KMEANS_RESTARTS = 100  # 5, then 20, left the ARI of some spaces swinging by 0.1 between seeds (VAE.md)
 LEIDEN = {"k": 15, "resolutions": (1.0,), "weight": "snn", "mutual": False}
 MIN_ACGT = 0.9
 SEED = 42
@@ -154,7 +154,30 @@ RECIPES: dict[str, Recipe] = {
     "k15-l128-b01-dn1-4-ct-t1": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "1"],
                                        "+ contrastive term (weight 1, temperature 1)"),
     "k15-l128-b01-dn1-4-ct-t3": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "3"],
-                                       "+ contrastive term (weight 1, temperature 3): the shipped recipe"),
+                                       "+ contrastive term (weight 1, temperature 3): the third session's default"),
+    # Session 4: each row's nearest other rows of the batch (likely the same genome) are not its negatives.
+    "k15-l128-b01-dn1-4-ct-x8": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "0.2",
+                                                               "--contrast-exclude", "8"],
+                                       "contrast at temperature 0.2 without each row's 8 nearest rows as negatives"),
+    "k15-l128-b01-dn1-4-ct-x24": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "0.2",
+                                                                "--contrast-exclude", "24"],
+                                        "the same without the 24 nearest"),
+    "k15-l128-b01-dn1-4-ct-t1-x8": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "1",
+                                                                  "--contrast-exclude", "8"],
+                                          "contrast at temperature 1 without each row's 8 nearest rows as negatives"),
+    "k15-l128-b01-dn1-4-ct-w3": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "3", "--contrast-temperature", "3"],
+                                       "the shipped recipe with contrast weight 3"),
+    "k15-l128-b01-dn1-4-ctn-t3": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "3",
+                                                                "--contrast-noisy-negatives"],
+                                        "the shipped recipe with the other rows' denoised views as negatives too"),
+    "k15-l128-b01-dn1-4-ctn-x8": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "0.2",
+                                                                "--contrast-noisy-negatives", "--contrast-exclude", "8"],
+                                        "temperature 0.2, denoised views as negatives, 8 nearest rows excluded"),
+    "k15-l128-b01-dn1-4-ctn-t1-x8": Recipe("1-50k", _CHOSEN_WU2 + ["--contrast", "1", "--contrast-temperature", "1",
+                                                                   "--contrast-noisy-negatives",
+                                                                   "--contrast-exclude", "8"],
+                                           "temperature 1, denoised views as negatives, 8 nearest rows excluded: the shipped "
+                                           "recipe"),
 }
 
 
@@ -388,8 +411,12 @@ def read_eval(work: str) -> EvalSet:
                    np.array([int(r["length"]) for r in meta]), np.array([r["strand"] for r in meta]), genome)
 
 
-def knn_scores(vectors: np.ndarray, ev: EvalSet, bins: int, ks: Sequence[int] = KS) -> dict:
-    """k-NN label agreement of the held-out queries against the whole pool (query excluded), per bin and pooled."""
+def knn_scores(vectors: np.ndarray, ev: EvalSet, bins: int, ks: Sequence[int] = KS,
+               per_query: dict | None = None) -> dict:
+    """k-NN label agreement of the held-out queries against the whole pool (query excluded), per bin and pooled.
+
+    ``per_query``, when given, receives each measure's per-query shares (for :func:`paired_differences`).
+    """
     q = np.flatnonzero(ev.heldout)
     nn = knn(vectors[q], _array_space("pool", vectors), max(ks), "euclidean", exclude=q)
     out: dict = {}
@@ -398,6 +425,8 @@ def knn_scores(vectors: np.ndarray, ev: EvalSet, bins: int, ks: Sequence[int] = 
         same = lab[nn] == lab[q][:, None]
         for k in ks:
             frac = same[:, :k].mean(axis=1)
+            if per_query is not None:
+                per_query[f"{rank}@{k}"] = frac
             out[f"{rank}@{k}"] = {"all": float(frac.mean()),
                                   **{str(b): float(frac[ev.bin[q] == b].mean()) for b in range(bins)
                                      if (ev.bin[q] == b).any()}}
@@ -443,8 +472,33 @@ def cluster_scores(vectors: np.ndarray, ev: EvalSet, bins: int, restarts: int = 
     return out
 
 
-def score_space(vectors: np.ndarray, ev: EvalSet, bins: int, restarts: int = KMEANS_RESTARTS, seed: int = SEED) -> dict:
-    return {**knn_scores(vectors, ev, bins), **cluster_scores(vectors, ev, bins, restarts, seed)}
+def score_space(vectors: np.ndarray, ev: EvalSet, bins: int, restarts: int = KMEANS_RESTARTS, seed: int = SEED,
+                per_query: dict | None = None) -> dict:
+    return {**knn_scores(vectors, ev, bins, per_query=per_query), **cluster_scores(vectors, ev, bins, restarts, seed)}
+
+
+#: Measures compared query by query against the best baseline, and the bootstrap draws of that comparison.
+PAIRED_MEASURES = ("genome@10", "genus@10")
+BOOTSTRAP_DRAWS = 2000
+
+
+def paired_differences(model: np.ndarray, baseline: np.ndarray, groups: np.ndarray, bins: np.ndarray,
+                       draws: int = BOOTSTRAP_DRAWS, seed: int = SEED) -> dict:
+    """Mean per-query difference model - baseline, pooled and per bin, with a 95 % interval from a bootstrap
+    that resamples whole groups (held-out genomes): queries of one genome are not independent.
+    """
+    rng = np.random.default_rng(seed)
+    diff = np.asarray(model, np.float64) - np.asarray(baseline, np.float64)
+    names, group = np.unique(groups, return_inverse=True)
+    out: dict = {}
+    for key, sel in [("all", np.ones(diff.shape[0], bool))] + [(str(b), bins == b) for b in np.unique(bins)]:
+        sums = np.bincount(group[sel], weights=diff[sel], minlength=names.size)
+        counts = np.bincount(group[sel], minlength=names.size).astype(np.float64)
+        pick = rng.integers(0, names.size, size=(draws, names.size))
+        boot = sums[pick].sum(axis=1) / np.maximum(counts[pick].sum(axis=1), 1.0)
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        out[key] = {"mean": float(diff[sel].mean()), "ci95": [float(lo), float(hi)]}
+    return out
 
 
 def clr_columns(ks: Sequence[int]) -> np.ndarray:
@@ -529,16 +583,26 @@ def evaluate(opts: EvalOptions, log: Callable[[str], None] = _log) -> dict:
         pca_train = opts.pca_train or os.path.join(opts.work, "train_1-50k.npy")
         spaces.update(baseline_spaces(ev, pca_train if os.path.exists(pca_train) else None, sorted(dims),
                                       seed=opts.seed, log=log))
-    results = {}
+    results, per_query = {}, {}
     for name, v in spaces.items():
         t1 = time.time()
-        results[name] = score_space(np.asarray(v, np.float32), ev, bins, opts.restarts, opts.seed)
+        per_query[name] = {}
+        results[name] = score_space(np.asarray(v, np.float32), ev, bins, opts.restarts, opts.seed, per_query[name])
         log(f"  scored {name} ({v.shape[1]} dims) in {time.time() - t1:.0f} s")
+    paired = {}
+    baselines = [s for s in spaces if s not in sources]
+    if baselines:
+        q = np.flatnonzero(ev.heldout)
+        for measure in PAIRED_MEASURES:
+            best = max(baselines, key=lambda s: results[s][measure]["all"])
+            paired[measure] = {"baseline": best, "models": {
+                m: paired_differences(per_query[m][measure], per_query[best][measure], ev.genome[q], ev.bin[q],
+                                      seed=opts.seed) for m in sources}}
     out = {"work": opts.work, "models": sources, "bins": info["bins"], "heldout": info["heldout"],
            "queries": int(ev.heldout.sum()), "pool": int(ev.rows.shape[0]), "ranks": list(RANKS), "ks": list(KS),
            "kmeans_restarts": opts.restarts, "leiden": LEIDEN if leiden_or_none() else None,
            "pca_fitted_on": opts.pca_train or "train_1-50k.npy", "seed": opts.seed, "spaces": results,
-           "seconds": round(time.time() - t0, 1)}
+           "paired": paired, "seconds": round(time.time() - t0, 1)}
     with atomic_text(os.path.join(opts.work, opts.name + ".json")) as fh:
         json.dump(out, fh, indent=1, default=str)
     md = format_tables(out)
@@ -587,6 +651,14 @@ def format_tables(r: dict) -> str:
         vals += [v["genome@10"].get(str(i)) for i in range(len(names))]
         vals += [v["genus@10"].get(str(i)) for i in range(len(names))]
         lines.append(f"| {s} | " + " | ".join(_f(x) for x in vals) + " |")
+    for measure, p in r.get("paired", {}).items():
+        lines += ["", f"{measure}, model minus the best baseline ({p['baseline']}), query by query; 95 % interval from "
+                  f"{BOOTSTRAP_DRAWS:,} bootstrap draws of the held-out genomes:", "",
+                  "| model | pooled | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+        for m, d in p["models"].items():
+            cells = [f"{d[k]['mean']:+.4f} [{d[k]['ci95'][0]:+.4f}, {d[k]['ci95'][1]:+.4f}]" if k in d else "n/a"
+                     for k in ["all"] + [str(i) for i in range(len(names))]]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     for i, b in enumerate(r["bins"]):
         lines += ["", f"{_bin_name(b)}:", ""] + table(str(i), BIN_COLUMNS)
     return "\n".join(lines)

@@ -19,12 +19,14 @@ EPOCHS="${EPOCHS:-12}"
 ROWS="${ROWS:-96000}"
 STEPS="${STEPS:-count train export eval}"
 export TF_CPP_MIN_LOG_LEVEL=2 CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-}"
-# The recipe (bench/bench_quality.py, recipe k15-l128-b01-dn1-4-ct-t3): 1-5-mers (692 inputs), 692-512-256-128,
-# beta 0.01, 80 % of each batch resampled as if 1-4 kb long (denoising; the target stays the clean profile),
-# plus the contrastive term (each denoised row pulled towards its clean profile in the latent, weight 1,
-# temperature 3), 12 epochs of 96,000 rows (more epochs made short fragments worse: VAE.md).
+# The recipe (bench/bench_quality.py, recipe k15-l128-b01-dn1-4-ctn-t1-x8): 1-5-mers (692 inputs),
+# 692-512-256-128, beta 0.01, 80 % of each batch resampled as if 1-4 kb long (denoising; the target stays the
+# clean profile), plus the contrastive term (each denoised row pulled towards its clean profile in the latent and
+# away from the other rows' clean and denoised profiles, except its 8 nearest rows, likely the same genome;
+# weight 1, temperature 1), 12 epochs of 96,000 rows (more epochs made short fragments worse: VAE.md).
 RECIPE=(--kmers 1-5 --latent 128 --hidden 512 256 --beta 0.01 --warmup-epochs 2 --batch-size 256 --lr 5e-4
-        --val-fraction 0.1 --denoise 1000:4000 --denoise-fraction 0.8 --contrast 1 --contrast-temperature 3)
+        --val-fraction 0.1 --denoise 1000:4000 --denoise-fraction 0.8 --contrast 1 --contrast-temperature 1
+        --contrast-noisy-negatives --contrast-exclude 8)
 mkdir -p "$WORK"
 
 if [[ " $STEPS " == *" count "* ]]; then

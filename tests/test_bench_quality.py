@@ -141,6 +141,23 @@ def test_knn_scores_on_a_planted_line():
     assert s["genus@2"]["0"] == 1.0 and s["genus@2"]["1"] == 0.5 and s["genus@2"]["all"] == 0.75
 
 
+def test_paired_differences_against_a_reference():
+    # Three genomes, two bins: the model gains 0.2 on genome a's queries, 0 on b's, loses 0.1 on c's.
+    groups = np.array(["a"] * 4 + ["b"] * 2 + ["c"] * 2)
+    bins = np.array([0, 0, 1, 1, 0, 1, 0, 1])
+    base = np.linspace(0.1, 0.8, 8)
+    model = base + np.select([groups == "a", groups == "c"], [0.2, -0.1], 0.0)
+    d = bq.paired_differences(model, base, groups, bins, draws=500, seed=1)
+    assert d["all"]["mean"] == pytest.approx((4 * 0.2 - 2 * 0.1) / 8)
+    assert d["0"]["mean"] == pytest.approx((2 * 0.2 - 0.1) / 4)
+    # Resampling whole genomes: the interval spans "only c" (-0.1) to "only a" (+0.2) at most, and is not a point.
+    lo, hi = d["all"]["ci95"]
+    assert -0.1 - 1e-9 <= lo < d["all"]["mean"] < hi <= 0.2 + 1e-9
+    # A constant gain has a zero-width interval at that gain.
+    same = bq.paired_differences(base + 0.05, base, groups, bins, draws=200)
+    assert same["1"]["ci95"] == pytest.approx([0.05, 0.05]) and same["1"]["mean"] == pytest.approx(0.05)
+
+
 def test_cluster_scores_planted_and_random():
     rng = np.random.default_rng(3)
     genome = np.repeat(np.arange(4), 30)
@@ -177,8 +194,15 @@ def test_quick_run_scores_the_model_as_its_own_projection(quick_run):
             assert 0.0 <= s["genome@1"][b_] <= 1.0
     # Synthetic genera differ strongly in composition: the raw CLR finds the genus of long fragments.
     assert saved["spaces"]["CLR k<=6"]["genus@10"]["1"] > 0.9
+    # The model is compared query by query with the best baseline of each paired measure.
+    for measure in bq.PAIRED_MEASURES:
+        p = saved["paired"][measure]
+        assert p["baseline"] != "planted" and set(p["models"]) == {"planted"}
+        gap = saved["spaces"]["planted"][measure]["all"] - saved["spaces"][p["baseline"]][measure]["all"]
+        assert p["models"]["planted"]["all"]["mean"] == pytest.approx(gap, abs=1e-9)
     with open(os.path.join(work, "quick.md")) as fh:
-        assert "| space | genome@1 |" in fh.read()
+        text = fh.read()
+    assert "| space | genome@1 |" in text and "model minus the best baseline" in text
 
 
 def test_bad_held_out_name_is_one_line_error(tmp_path, capsys):

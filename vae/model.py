@@ -19,7 +19,10 @@ its own clean profile than to the other clean rows of the batch, with
 logits -|z_mean(noisy) - z_mean(clean)|^2 relative to the batch's mean
 squared distance (:func:`contrastive_loss`). It targets the k-NN metric
 directly (measured in VAE.md: it helps contigs of 2 kb and more, not 1-2 kb
-ones); validation reports the VAE loss only.
+ones); validation reports the VAE loss only. ``--contrast-exclude K`` drops
+each row's K nearest other clean rows (CLR input distance) from its
+negatives: in a batch drawn from a few dozen genomes they are mostly pieces
+of the same genome, which a plain InfoNCE would push apart.
 """
 from __future__ import annotations
 
@@ -99,7 +102,30 @@ def kl_divergence(z_mean, z_log_var):
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
 
 
-def contrastive_loss(z_noisy, z_clean, temperature: float):
+def nearest_rows_mask(x, k: int):
+    """(n, n) boolean mask: True where row j is one of row i's ``k`` nearest other rows of ``x`` (squared Euclidean).
+
+    Ties at the k-th distance are all included; the diagonal is always False.
+    """
+    x = ops.cast(x, "float32")
+    norms = ops.sum(ops.square(x), axis=-1)
+    sq = ops.maximum(norms[:, None] + norms[None, :] - 2.0 * ops.matmul(x, ops.transpose(x)), 0.0)
+    n = ops.shape(sq)[0]
+    off_diagonal = ops.logical_not(ops.eye(n, dtype="bool"))
+    # Sorted, each row's own entry (-1) comes first, its k-th nearest other row at position k
+    # (or the farthest, in a batch of k rows or fewer).
+    sq_others = ops.where(off_diagonal, sq, -1.0)
+    position = ops.minimum(ops.convert_to_tensor(k, "int32"), ops.cast(n, "int32") - 1)
+    kth = ops.take(ops.sort(sq_others, axis=-1), position, axis=1)
+    return ops.logical_and(sq_others <= kth[:, None], off_diagonal)
+
+
+def _squared_distances(a, b):
+    return ops.maximum(ops.sum(ops.square(a), axis=-1)[:, None] + ops.sum(ops.square(b), axis=-1)[None, :]
+                       - 2.0 * ops.matmul(a, ops.transpose(b)), 0.0)
+
+
+def contrastive_loss(z_noisy, z_clean, temperature: float, exclude=None, noisy_negatives: bool = False):
     """Per-sample InfoNCE of the pairs (z_noisy[i], z_clean[i]) against the batch's other clean rows.
 
     Logits are minus the squared Euclidean distances (the metric the k-NN
@@ -109,16 +135,27 @@ def contrastive_loss(z_noisy, z_clean, temperature: float):
     batch's spread, the term cannot be satisfied by scaling the latent: with
     plain distances it saturated within two epochs (noisy views lie within a
     few posterior standard deviations of their clean profile, other rows far
-    away) and taught nothing (VAE.md).
+    away) and taught nothing (VAE.md). ``exclude``: an optional (n, n)
+    boolean mask of pairs i != j left out of row i's negatives (the
+    normalising mean still counts them). ``noisy_negatives``: the other
+    rows' noisy views are negatives too (2n - 1 candidates, as in SimCLR),
+    so that short profiles of different sequences are also pushed apart,
+    not only each short profile from the others' clean ones.
     """
     a = ops.cast(z_noisy, "float32")
     b = ops.cast(z_clean, "float32")
-    sq = ops.maximum(ops.sum(ops.square(a), axis=-1)[:, None] + ops.sum(ops.square(b), axis=-1)[None, :]
-                     - 2.0 * ops.matmul(a, ops.transpose(b)), 0.0)
-    n = ops.cast(ops.shape(sq)[0], "float32")
-    off_diagonal_mean = (ops.sum(sq) - ops.sum(ops.diagonal(sq))) / ops.maximum(n * (n - 1.0), 1.0)
+    sq = _squared_distances(a, b)
+    n = ops.shape(sq)[0]
+    nf = ops.cast(n, "float32")
+    off_diagonal_mean = (ops.sum(sq) - ops.sum(ops.diagonal(sq))) / ops.maximum(nf * (nf - 1.0), 1.0)
     scale = ops.stop_gradient(ops.maximum(off_diagonal_mean, 1e-12)) * temperature
-    return -ops.diagonal(ops.log_softmax(-sq / scale, axis=-1))
+    logits = -sq / scale
+    if exclude is not None:
+        logits = ops.where(exclude, -1e30, logits)
+    if noisy_negatives:
+        drop = ops.eye(n, dtype="bool") if exclude is None else ops.logical_or(ops.eye(n, dtype="bool"), exclude)
+        logits = ops.concatenate([logits, ops.where(drop, -1e30, -_squared_distances(a, a) / scale)], axis=-1)
+    return -ops.diagonal(ops.log_softmax(logits, axis=-1)[:, :n])
 
 
 @keras.saving.register_keras_serializable(package="kmer_vae", name="VAE")
@@ -134,7 +171,8 @@ class VAE(keras.Model):
 
     def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float, raw_rows: bool = False,
                  group_weights: Mapping[int, float] | None = None, contrast: float = 0.0,
-                 contrast_temperature: float | None = None, **kwargs):
+                 contrast_temperature: float | None = None, contrast_exclude: int = 0,
+                 contrast_noisy_negatives: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -153,6 +191,8 @@ class VAE(keras.Model):
         if self.contrast > 0 and contrast_temperature is None:
             raise ValueError("contrast > 0 needs a contrast_temperature (train_vae's default: TrainOptions)")
         self.contrast_temperature = None if contrast_temperature is None else float(contrast_temperature)
+        self.contrast_exclude = int(contrast_exclude)
+        self.contrast_noisy_negatives = bool(contrast_noisy_negatives)
         self.kl_weight = keras.Variable(0.0, trainable=False, dtype="float32", name="kl_weight")
         self.recon_tracker = keras.metrics.Mean(name="recon")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -207,7 +247,9 @@ class VAE(keras.Model):
         if self.contrast > 0 and training and y is not None:
             # The clean rows through the same encoder (same step, same BatchNorm mode): the pair's other view.
             z_clean = self.encoder(y, training=True)[0]
-            contrast = ops.mean(contrastive_loss(z_mean, z_clean, self.contrast_temperature))
+            exclude = nearest_rows_mask(target, self.contrast_exclude) if self.contrast_exclude > 0 else None
+            contrast = ops.mean(contrastive_loss(z_mean, z_clean, self.contrast_temperature, exclude,
+                                                 self.contrast_noisy_negatives))
             self.contrast_tracker.update_state(contrast, sample_weight=n)
             loss = loss + self.contrast * contrast
         return _per_replica(loss)
@@ -222,6 +264,8 @@ class VAE(keras.Model):
             "group_weights": {str(k): w for k, w in sorted(self.group_weights.items())},
             "contrast": self.contrast,
             "contrast_temperature": self.contrast_temperature,
+            "contrast_exclude": self.contrast_exclude,
+            "contrast_noisy_negatives": self.contrast_noisy_negatives,
         }
 
     @classmethod
@@ -249,18 +293,22 @@ def build_vae(latent: int, hidden: Sequence[int], beta: float,
               dropout: float = 0.0, seed: int | None = None, raw_rows: bool = False,
               columns: Sequence[int] | None = None, bn_momentum: float = BN_MOMENTUM,
               group_weights: Mapping[int, float] | None = None, contrast: float = 0.0,
-              contrast_temperature: float | None = None) -> VAE:
+              contrast_temperature: float | None = None, contrast_exclude: int = 0,
+              contrast_noisy_negatives: bool = False) -> VAE:
     """Encoder + decoder + VAE (the defaults of the architecture are vae.train.TrainOptions', in one place).
 
     ``columns``: the feature columns to model (None = all 2772); the decoder reconstructs only those.
     ``group_weights``: k -> weight of that group's squared errors in the loss (absent = 1).
     ``contrast``: weight of the InfoNCE term of denoised pairs (0 = off; the trainer needs --denoise for it);
-    ``contrast_temperature`` its temperature (:func:`contrastive_loss`).
+    ``contrast_temperature`` its temperature (:func:`contrastive_loss`); ``contrast_exclude`` the number of
+    nearest clean rows dropped from each row's negatives (:func:`nearest_rows_mask`);
+    ``contrast_noisy_negatives`` makes the other rows' denoised views negatives too.
     """
     n_out = N_FEATURES if columns is None else len(columns)
     vae = VAE(build_encoder(latent, hidden, dropout, seed=seed, columns=columns, bn_momentum=bn_momentum),
               build_decoder(latent, hidden, dropout, output_dim=n_out, bn_momentum=bn_momentum), beta=beta,
               raw_rows=raw_rows, group_weights=group_weights, contrast=contrast,
-              contrast_temperature=contrast_temperature, name="vae")
+              contrast_temperature=contrast_temperature, contrast_exclude=contrast_exclude,
+              contrast_noisy_negatives=contrast_noisy_negatives, name="vae")
     vae.build((None, N_FEATURES))
     return vae

@@ -111,6 +111,12 @@ class TrainOptions:
     contrast_temperature: float = option(3.0, metavar="T",
                                          help="temperature of --contrast, in units of the batch's mean squared "
                                               "latent distance (lower = sharper, dominated by the nearest rows)")
+    contrast_exclude: int = option(0, metavar="K",
+                                   help="leave each row's K nearest other rows of the batch (by clean input distance: "
+                                        "mostly pieces of the same genome) out of its --contrast negatives "
+                                        "(0: all rows are negatives)")
+    contrast_noisy_negatives: bool = option(False, help="--contrast's negatives include the other rows' denoised "
+                                                        "views, not only their clean profiles")
     bn_momentum: float = option(0.0, metavar="M",
                                 help="BatchNorm momentum (0 = 1 - 2/steps per epoch within [0.5, 0.99], so that "
                                      "validation, which uses the moving statistics, tracks training on small runs; "
@@ -163,8 +169,7 @@ class TrainOptions:
 #: Options a resumed run must keep (they define the model, the data or the split).
 LOCKED = ("latent", "hidden", "beta", "dropout", "batch_size", "warmup_epochs", "val_fraction", "max_samples",
           "seed", "lr", "mixed_precision", "kmers", "denoise", "denoise_fraction", "contrast",
-          "contrast_temperature",
-          "bn_momentum", "group_weights")
+          "contrast_temperature", "contrast_exclude", "contrast_noisy_negatives", "bn_momentum", "group_weights")
 #: Options a resumed run takes from the command line when given, else from the run.
 TUNABLE = ("epochs", "patience", "lr_factor", "min_lr", "early_stopping", "steps_per_epoch")
 _DEFAULTS = TrainOptions()
@@ -411,6 +416,14 @@ def _check_hyperparameters(o: TrainOptions) -> None:
         raise InputError(f"--contrast must be >= 0, got {o.contrast}")
     if not (o.contrast_temperature > 0 and math.isfinite(o.contrast_temperature)):
         raise InputError(f"--contrast-temperature must be > 0, got {o.contrast_temperature}")
+    if o.contrast_exclude < 0:
+        raise InputError(f"--contrast-exclude must be >= 0, got {o.contrast_exclude}")
+    if o.contrast_exclude > 0 and not o.contrast > 0:
+        raise InputError("--contrast-exclude needs --contrast W > 0")
+    if o.contrast_noisy_negatives and not o.contrast > 0:
+        raise InputError("--contrast-noisy-negatives needs --contrast W > 0")
+    if o.contrast_exclude >= o.batch_size - 1:
+        raise InputError(f"--contrast-exclude {o.contrast_exclude} leaves no negatives in a batch of {o.batch_size}")
     if o.contrast > 0 and not o.denoise:
         raise InputError("--contrast needs --denoise MIN:MAX (its pairs are a denoised row and its clean profile)")
 
@@ -708,7 +721,9 @@ def build_or_load(run: Run):
             keras.utils.set_random_seed(opts.seed)
             vae = build_vae(opts.latent, opts.hidden, opts.beta, opts.dropout, seed=opts.seed, raw_rows=True,
                             columns=opts.columns, bn_momentum=run.bn_momentum, group_weights=opts.group_weight_map(),
-                            contrast=opts.contrast, contrast_temperature=opts.contrast_temperature)
+                            contrast=opts.contrast, contrast_temperature=opts.contrast_temperature,
+                            contrast_exclude=opts.contrast_exclude,
+                            contrast_noisy_negatives=opts.contrast_noisy_negatives)
             vae.compile(optimizer=keras.optimizers.Adam(learning_rate=opts.lr))
             run.state = TrainerState(lr=opts.lr, session=0)
     return vae

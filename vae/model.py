@@ -23,6 +23,9 @@ ones); validation reports the VAE loss only. ``--contrast-exclude K`` drops
 each row's K nearest other clean rows (CLR input distance) from its
 negatives: in a batch drawn from a few dozen genomes they are mostly pieces
 of the same genome, which a plain InfoNCE would push apart.
+``--contrast-noisy-negatives`` adds the other rows' denoised views to the
+negatives, so that short profiles of different sequences are pushed apart
+too (the shipped recipe uses both, at temperature 1).
 """
 from __future__ import annotations
 
@@ -102,14 +105,19 @@ def kl_divergence(z_mean, z_log_var):
     return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
 
 
+def _squared_distances(a, b):
+    """(n, m) squared Euclidean distances between the rows of a and b, clipped at 0 against rounding."""
+    return ops.maximum(ops.sum(ops.square(a), axis=-1)[:, None] + ops.sum(ops.square(b), axis=-1)[None, :]
+                       - 2.0 * ops.matmul(a, ops.transpose(b)), 0.0)
+
+
 def nearest_rows_mask(x, k: int):
     """(n, n) boolean mask: True where row j is one of row i's ``k`` nearest other rows of ``x`` (squared Euclidean).
 
     Ties at the k-th distance are all included; the diagonal is always False.
     """
     x = ops.cast(x, "float32")
-    norms = ops.sum(ops.square(x), axis=-1)
-    sq = ops.maximum(norms[:, None] + norms[None, :] - 2.0 * ops.matmul(x, ops.transpose(x)), 0.0)
+    sq = _squared_distances(x, x)
     n = ops.shape(sq)[0]
     off_diagonal = ops.logical_not(ops.eye(n, dtype="bool"))
     # Sorted, each row's own entry (-1) comes first, its k-th nearest other row at position k
@@ -118,11 +126,6 @@ def nearest_rows_mask(x, k: int):
     position = ops.minimum(ops.convert_to_tensor(k, "int32"), ops.cast(n, "int32") - 1)
     kth = ops.take(ops.sort(sq_others, axis=-1), position, axis=1)
     return ops.logical_and(sq_others <= kth[:, None], off_diagonal)
-
-
-def _squared_distances(a, b):
-    return ops.maximum(ops.sum(ops.square(a), axis=-1)[:, None] + ops.sum(ops.square(b), axis=-1)[None, :]
-                       - 2.0 * ops.matmul(a, ops.transpose(b)), 0.0)
 
 
 def contrastive_loss(z_noisy, z_clean, temperature: float, exclude=None, noisy_negatives: bool = False):
